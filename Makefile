@@ -1,0 +1,28 @@
+# The two commands a newcomer needs: `make quickstart` and `make test`.
+# Both create .venv when it is missing and install the project into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU machines get the exact tested set (torch 2.13.0+cpu). GPU users: `make CONSTRAINTS= test`
+# after installing the CUDA build of torch that matches their driver into .venv.
+CONSTRAINTS ?= constraints-cpu.txt
+PYTEST_ARGS ?=
+
+.PHONY: install test quickstart clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py constraints-cpu.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test]"
+	@touch $@
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+quickstart: install
+	$(BIN)/python -m lafs_edge.apps.quickstart $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

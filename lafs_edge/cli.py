@@ -1,0 +1,72 @@
+"""`lafs-edge`: one command, a sub-command for every job.
+
+Each sub-command lives in its own module exposing `configure(parser)` and `run(args) -> int`.
+Those modules import heavy dependencies (torch, converters) inside `run`, so `--help` stays fast
+and a missing optional dependency (say, coremltools) only affects the commands that need it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+from .errors import UserError
+
+# name -> (module, one-line help). Nested groups ("train supervised") use a space.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("lafs_edge.commands.models", "list registered models: parameters and GFLOPs"),
+    "embed": ("lafs_edge.commands.embed", "embed aligned 112x112 faces into L2-normalised vectors"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="lafs-edge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lafs-edge {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        *group, leaf = name.split()
+        target = subparsers
+        if group:
+            if group[0] not in groups:
+                group_parser = subparsers.add_parser(group[0], help=f"{group[0]} sub-commands")
+                groups[group[0]] = group_parser.add_subparsers(
+                    dest=f"{group[0]}_command", metavar="COMMAND", required=True)
+            target = groups[group[0]]
+        sub = target.add_parser(leaf, help=help_text, description=help_text)
+        sub.set_defaults(_module=module_name)
+        _configure(sub, module_name)
+    return parser
+
+
+def _configure(parser: argparse.ArgumentParser, module_name: str) -> None:
+    importlib.import_module(module_name).configure(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # never a traceback for users; LAFS_EDGE_DEBUG=1 shows it
+        if os.environ.get("LAFS_EDGE_DEBUG"):
+            traceback.print_exc()
+        print(f"error: {type(e).__name__}: {e} (set LAFS_EDGE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Model registry (timm-style): `create_model(name, **overrides)`, `list_models()`, and the
+checkpoint format every stage writes and every exporter reads.
+
+A checkpoint is a plain dict of tensors and builtins, loadable with torch.load(weights_only=True):
+    {"format": "lafs-edge-checkpoint/1", "arch": "part_fvit_tiny", "config": {...overrides},
+     "state_dict": {...}, ...anything a training stage adds (optimizer, step, rng)}
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .cnn_student import MobileFaceNet
+from .part_vit import PartViT
+
+CHECKPOINT_FORMAT = "lafs-edge-checkpoint/1"
+
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any], str]] = {}
+
+
+def register(name: str, builder: Callable[..., nn.Module], description: str, **defaults: Any):
+    _REGISTRY[name] = (builder, defaults, description)
+
+
+register("part_fvit_base", PartViT,
+         "reference part fViT: 196 landmarks, 8x8 patches, width 768, 12 blocks, 11x64 heads, "
+         "MobileNetV3-Large landmark CNN",
+         num_landmarks=196, patch_size=8, dim=768, depth=12, heads=11, head_dim=64,
+         mlp_dim=2048, drop_path=0.1, landmark_trunk="large")
+register("part_fvit_small", PartViT,
+         "edge student: 196 landmarks, width 384, 8 blocks, 6x64 heads, MobileNetV3-Small CNN",
+         num_landmarks=196, patch_size=8, dim=384, depth=8, heads=6, head_dim=64,
+         mlp_dim=1536, drop_path=0.05, landmark_trunk="small")
+register("part_fvit_tiny", PartViT,
+         "edge student: 100 landmarks, width 192, 6 blocks, 3x64 heads, MobileNetV3-Small CNN",
+         num_landmarks=100, patch_size=8, dim=192, depth=6, heads=3, head_dim=64,
+         mlp_dim=768, drop_path=0.0, landmark_trunk="small")
+register("mobilefacenet", MobileFaceNet,
+         "CNN student (MobileFaceNet), about 1M parameters, 128-d embedding", embedding_dim=128)
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_description(name: str) -> str:
+    return _REGISTRY[_check_name(name)][2]
+
+
+def model_config(name: str, **overrides: Any) -> dict[str, Any]:
+    builder, defaults, _ = _REGISTRY[_check_name(name)]
+    return {**defaults, **overrides}
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model with random weights; keyword overrides change its config."""
+    builder, defaults, _ = _REGISTRY[_check_name(name)]
+    try:
+        model = builder(**{**defaults, **overrides})
+    except TypeError as e:
+        raise ValueError(f"bad override for {name}: {e}") from None
+    model.arch = name
+    model.arch_config = dict(overrides)
+    return model
+
+
+def _check_name(name: str) -> str:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    return name
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
+    module = getattr(model, "module", model)  # unwrap DDP
+    payload = {"format": CHECKPOINT_FORMAT, "arch": module.arch,
+               "config": dict(module.arch_config), "state_dict": module.state_dict(), **extra}
+    atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a project checkpoint safely (weights_only) and check it is one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated zip, not a torch file at all
+        raise ValueError(f"{path} is not a readable lafs-edge checkpoint ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a lafs-edge checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+    return payload
+
+
+def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> nn.Module:
+    """A registry name (random weights) or a checkpoint path -> model in eval mode."""
+    if str(name_or_path) in _REGISTRY:
+        model = create_model(str(name_or_path), **overrides)
+    else:
+        payload = read_checkpoint(name_or_path)
+        model = create_model(payload["arch"], **{**payload["config"], **overrides})
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{name_or_path}: weights do not fit {payload['arch']} "
+                             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    return model.eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, image_size: int = 112) -> int:
+    """FLOPs (2 x multiply-accumulates) of one forward pass at batch 1, from torch's counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, image_size, image_size)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops()
