@@ -18,6 +18,18 @@ from .errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lafs_edge.commands.models", "list registered models: parameters and GFLOPs"),
     "embed": ("lafs_edge.commands.embed", "embed aligned 112x112 faces into L2-normalised vectors"),
+    "train supervised": ("lafs_edge.commands.train_supervised", "supervised part fViT with CosFace/ArcFace (torchrun for DDP)"),
+    "data pack": ("lafs_edge.commands.data_pack", "pack an image folder into RecordIO or WebDataset shards"),
+    "data kshot": ("lafs_edge.commands.data_kshot", "write a k-shot list (k per identity, fixed seed)"),
+    "eval": ("lafs_edge.commands.eval", "evaluate a model: verification pairs, .bin, IJB-B/C, k-shot"),
+    "fetch-models": ("lafs_edge.commands.fetch_models", "download MediaPipe's face detection and mesh models (once)"),
+    "manifest-external": ("lafs_edge.commands.manifest_external", "write a manifest.json for the external face-reidentification-retail-0095 model"),
+    "enroll": ("lafs_edge.commands.enroll", "enroll a person from photos into a gallery"),
+    "identify": ("lafs_edge.commands.identify", "detect, align, embed and name every face in photos"),
+    "gallery list": ("lafs_edge.commands.gallery_list", "list the enrolled people"),
+    "gallery delete": ("lafs_edge.commands.gallery_delete", "remove a person (rows deleted, file vacuumed)"),
+    "gallery export": ("lafs_edge.commands.gallery_export", "write the gallery to a portable file"),
+    "gallery import": ("lafs_edge.commands.gallery_import", "merge an exported gallery (same model only)"),
 }
 
 

@@ -114,6 +114,9 @@ def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> nn.Module:
     """A registry name (random weights) or a checkpoint path -> model in eval mode."""
     if str(name_or_path) in _REGISTRY:
         model = create_model(str(name_or_path), **overrides)
+    elif not Path(name_or_path).exists():
+        raise FileNotFoundError(f"{name_or_path!s} is neither a registered model "
+                                f"({', '.join(list_models())}) nor a checkpoint file")
     else:
         payload = read_checkpoint(name_or_path)
         model = create_model(payload["arch"], **{**payload["config"], **overrides})

@@ -1,0 +1,64 @@
+"""`lafs-edge enroll NAME IMG... --model ARTIFACT --gallery FILE`: add a person from 1-k photos.
+
+Every photo must show exactly one face. Photos failing the quality gate (face too small, blurry,
+turned away) or nearly identical to a kept one are skipped with the reason; an unreadable photo,
+a photo with no face or several faces stops the command before anything is written."""
+from __future__ import annotations
+
+import argparse
+
+from .gallery_common import add_gallery_argument, add_model_argument
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the person's name")
+    parser.add_argument("images", nargs="+", help="photos of that person, one face each")
+    add_model_argument(parser)
+    add_gallery_argument(parser)
+    parser.add_argument("--no-crops", action="store_true",
+                        help="do not keep the aligned face crops (on-device adaptation needs them)")
+    parser.add_argument("--min-eye-distance", type=float, default=20.0, help="pixels")
+    parser.add_argument("--min-sharpness", type=float, default=40.0,
+                        help="variance of the Laplacian of the 112x112 crop")
+    parser.add_argument("--max-yaw", type=float, default=0.8,
+                        help="nose offset from the eye midpoint over half the eye distance")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..gallery import Gallery, QualityGate
+    from ..gallery.store import check_name
+
+    name = check_name(args.name)
+    recognizer = open_recognizer_checked(args)
+    gate = QualityGate(args.min_eye_distance, args.min_sharpness, args.max_yaw)
+    shots, rejected = recognizer.enrollment_shots(args.images, gate, keep_crops=not args.no_crops)
+    for source, reason in rejected:
+        print(f"skipped {source}: {reason}")
+    if not shots:
+        from ..errors import UserError
+
+        raise UserError(f"no photo of {name!r} passed the quality gate; nothing enrolled")
+    embedder = recognizer.embedder
+    with Gallery(args.gallery) as gallery:
+        result = gallery.enroll(name, shots, embedder.fingerprint, embedder.name)
+        total = next(p.shots for p in gallery.people() if p.name == name)
+    for source, reason in result.skipped:
+        print(f"skipped {source}: {reason}")
+    print(f"enrolled {name}: {len(result.added)} shot(s) added, {total} in total "
+          f"({args.gallery}, model {embedder.name} {embedder.fingerprint[:12]})")
+    return 0
+
+
+def open_recognizer_checked(args: argparse.Namespace):
+    """The recognizer, after making sure an existing gallery belongs to this model (so a wrong
+    --model fails before the photos are processed)."""
+    from pathlib import Path
+
+    from ..gallery import Gallery
+    from .gallery_common import open_recognizer
+
+    recognizer = open_recognizer(args)
+    if Path(args.gallery).exists():
+        with Gallery(args.gallery, create=False) as gallery:
+            gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.name)
+    return recognizer

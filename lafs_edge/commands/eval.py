@@ -1,0 +1,149 @@
+"""`lafs-edge eval --model CKPT_OR_NAME --data PATH --protocol pairs|bin|ijb|kshot`.
+
+pairs: a labelled folder (ORL, Yale, ...): all genuine pairs and as many impostor pairs (seeded),
+       10-fold accuracy, ROC AUC, TAR at FAR.
+bin:   an InsightFace .bin pair set (LFW, CFP-FP, AgeDB-30).
+ijb:   an IJB-B / IJB-C root (meta/ + loose_crop/): 1:1 template verification.
+kshot: a labelled folder: enroll k per identity, rank-1/5 on the rest, open-set DIR at FAR with
+       a fraction of identities held out as unknown.
+Images that are not already model-sized (ORL 92x112, Yale 320x243) are letterboxed
+(`lafs_edge.train.data.folders.to_112`): these sets have no landmarks to align with.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import UserError
+
+PROTOCOLS = ("pairs", "bin", "ijb", "kshot")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="registry name (random weights) or checkpoint")
+    parser.add_argument("--data", required=True, help="labelled folder, .bin file or IJB root")
+    parser.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    parser.add_argument("--list", help="list file selecting images of a labelled folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed for pairs / k-shot splits")
+    parser.add_argument("--far", type=float, nargs="+", help="false-accept rates to report")
+    parser.add_argument("--folds", type=int, default=10, help="folds for pair accuracy")
+    parser.add_argument("--max-genuine", type=int, help="cap on genuine pairs (pairs protocol)")
+    parser.add_argument("--k", type=int, default=1, help="images enrolled per identity (kshot)")
+    parser.add_argument("--unknown-fraction", type=float, default=0.25,
+                        help="share of identities held out as unknown (kshot open set)")
+    parser.add_argument("--flip", action="store_true", help="add the mirrored crop's embedding")
+    parser.add_argument("--no-norm-score", action="store_true",
+                        help="ijb: L2-normalise image features before pooling")
+    parser.add_argument("--no-detector-score", action="store_true",
+                        help="ijb: do not weight image features by the detector score")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", help="write the full report as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import load_model
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    model = load_model(args.model)
+    evaluate = {"pairs": _pairs, "bin": _bin, "ijb": _ijb, "kshot": _kshot}[args.protocol]
+    report = {"model": str(args.model), "data": str(args.data), "protocol": args.protocol,
+              **evaluate(model, args)}
+    _print(report)
+    if args.out:
+        from ..train.data.folders import write_text_atomic
+
+        write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _labelled(model, args):
+    from ..train.data.folders import LabelledFolder, to_112
+
+    size = model.image_size
+
+    def prepare(image):
+        return image if image.shape[:2] == (size, size) else to_112(image, size)
+
+    return LabelledFolder(args.data, transform=prepare, list_file=args.list)
+
+
+def _embed(model, images, args, normalize=True):
+    from ..train.evaluate.embedding import embed_images
+
+    return embed_images(model, images, args.batch_size, flip=args.flip, normalize=normalize)
+
+
+def _pairs(model, args) -> dict:
+    import numpy as np
+
+    from ..train.evaluate.verification import DEFAULT_FARS, make_pairs, pair_scores, verification_report
+
+    dataset = _labelled(model, args)
+    labels = np.array(dataset.targets)
+    first, second, issame = make_pairs(labels, args.seed, args.max_genuine)
+    embeddings = _embed(model, (image for image, _ in dataset), args)
+    report = verification_report(pair_scores(embeddings, first, second), issame,
+                                 args.far or DEFAULT_FARS, args.folds)
+    return {"images": len(dataset), "identities": dataset.num_classes, "seed": args.seed, **report}
+
+
+def _bin(model, args) -> dict:
+    import numpy as np
+
+    from ..train.data.recordio import decode_image
+    from ..train.evaluate.verification import DEFAULT_FARS, pair_scores, load_bin, verification_report
+
+    images, issame = load_bin(args.data)
+    size = model.image_size
+    faces = (decode_image(data) for data in images)
+    checked = (face if face.shape[:2] == (size, size) else _wrong_size(face, size) for face in faces)
+    embeddings = _embed(model, checked, args)
+    index = np.arange(issame.size)
+    return verification_report(pair_scores(embeddings, 2 * index, 2 * index + 1), issame,
+                               args.far or DEFAULT_FARS, args.folds)
+
+
+def _wrong_size(face, size):
+    raise UserError(f".bin holds {face.shape[1]}x{face.shape[0]} faces; the model takes {size}x{size}")
+
+
+def _ijb(model, args) -> dict:
+    from ..train.evaluate.ijb import IJB_FARS, aligned_faces, evaluate_ijb, read_meta
+
+    meta = read_meta(args.data)
+    raw = _embed(model, aligned_faces(args.data, meta, model.image_size), args, normalize=False)
+    return evaluate_ijb(raw, meta, norm_score=not args.no_norm_score,
+                        detector_score=not args.no_detector_score, fars=args.far or IJB_FARS)
+
+
+def _kshot(model, args) -> dict:
+    import numpy as np
+
+    from ..train.evaluate.kshot import identification_report, kshot_split
+
+    dataset = _labelled(model, args)
+    labels = np.array(dataset.targets)
+    split = kshot_split(labels, args.k, args.unknown_fraction, args.seed)
+    embeddings = _embed(model, (image for image, _ in dataset), args)
+    report = identification_report(embeddings, labels, split, fars=args.far or (1e-2, 1e-1))
+    return {"images": len(dataset), "identities": dataset.num_classes, "k": args.k,
+            "unknown_fraction": args.unknown_fraction, "seed": args.seed, **report}
+
+
+def _print(report: dict) -> None:
+    print(f"{report['protocol']} on {report['data']} with {report['model']}")
+    for key, value in report.items():
+        if key in ("protocol", "data", "model", "fold_accuracies"):
+            continue
+        if isinstance(value, dict):  # tar_at_far / dir_at_far
+            for far, entry in value.items():
+                rate = entry.get("tar", entry.get("dir"))
+                note = "" if entry["resolvable"] else "  (too few impostors to resolve this FAR)"
+                print(f"  {key.split('_')[0].upper()} @ FAR {far}: {rate:.4f}{note}")
+        elif isinstance(value, float):
+            print(f"  {key}: {value:.4f}")
+        else:
+            print(f"  {key}: {value}")
+

@@ -1,0 +1,22 @@
+"""`lafs-edge gallery export OUT.json --gallery FILE`: people, vectors, crops and the model
+fingerprint in one portable JSON file (written 0600: it holds biometric data)."""
+from __future__ import annotations
+
+import argparse
+
+from .gallery_common import add_gallery_argument
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="export file to write")
+    add_gallery_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..gallery import Gallery
+
+    with Gallery(args.gallery, create=False) as gallery:
+        count = gallery.export(args.out)
+        people = len(gallery.people())
+    print(f"exported {people} people ({count} shots) to {args.out}")
+    return 0

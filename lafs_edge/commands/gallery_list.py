@@ -1,0 +1,26 @@
+"""`lafs-edge gallery list --gallery FILE`: the enrolled people and their number of shots."""
+from __future__ import annotations
+
+import argparse
+
+from .gallery_common import add_gallery_argument
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_gallery_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from ..gallery import Gallery
+
+    with Gallery(args.gallery, create=False) as gallery:
+        people = gallery.people()
+        fingerprint = gallery.fingerprint
+        print(f"{args.gallery}: {len(people)} people, model {gallery.model_name or '-'} "
+              f"{(fingerprint or '-')[:12]}")
+        for person in people:
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(person.created))
+            print(f"{person.name}\t{person.shots} shot(s)\tenrolled {created}")
+    return 0

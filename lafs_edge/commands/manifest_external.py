@@ -1,0 +1,26 @@
+"""`lafs-edge manifest-external MODEL.xml --out DIR`: a manifest.json for the external OpenVINO
+face-reidentification-retail-0095 model, so the Embedder (enroll, identify, the demo) can use it."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_xml", help="face-reidentification-retail-0095.xml (FP16 or FP16-INT8)")
+    parser.add_argument("--out", required=True, help="folder to write manifest.json into")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="open-set cosine threshold to record (default: the measured one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runtime.embedder import RETAIL_0095_THRESHOLD, external_manifest
+    from ..runtime.manifest import write_manifest
+
+    threshold = RETAIL_0095_THRESHOLD if args.threshold is None else args.threshold
+    manifest = external_manifest(args.model_xml, threshold=threshold)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_manifest(manifest, out)
+    print(f"wrote {path} ({manifest.name}, {manifest.precision}, threshold {threshold})")
+    return 0

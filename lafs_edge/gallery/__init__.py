@@ -1,0 +1,8 @@
+"""The on-device gallery: enrolled people and their embeddings (SQLite), the enrollment quality
+gate, and the recognition pipeline (detect, mesh, align, embed, match)."""
+from .pipeline import STAGES, Recognized, Recognizer
+from .quality import QualityGate, assess
+from .store import EnrollResult, FingerprintMismatch, Gallery, Match, Person, Shot
+
+__all__ = ["EnrollResult", "FingerprintMismatch", "Gallery", "Match", "Person", "QualityGate",
+           "Recognized", "Recognizer", "STAGES", "Shot", "assess"]

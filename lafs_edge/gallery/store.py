@@ -1,0 +1,400 @@
+"""The gallery: enrolled people and their face embeddings in one SQLite file.
+
+Face embeddings are biometric data, so the file is created 0600 (before SQLite opens it; SQLite
+gives its -wal/-shm files the same mode), deleted rows are overwritten (secure_delete) and the file
+is vacuumed and its WAL truncated after a delete. WAL mode lets readers (the demo, `identify`) run
+while one writer enrolls; writers take the lock up front (BEGIN IMMEDIATE) and wait up to
+`timeout` seconds for another writer. Every change is one transaction, so a writer killed midway
+leaves the database as it was before that change.
+
+Every embedding row carries the fingerprint of the model that computed it, and the gallery is bound
+to the first model that enrolls into it: vectors of different models live in different spaces and
+are never compared (FingerprintMismatch).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..errors import UserError
+
+FORMAT = "lafs-edge-gallery/1"
+EXPORT_FORMAT = "lafs-edge-gallery-export/1"
+DUPLICATE_COSINE = 0.97   # a new shot this close to one of the person's shots adds nothing
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS people (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS embeddings (
+    id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
+    quality TEXT, crop_png BLOB, source TEXT, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS embeddings_person ON embeddings(person_id);
+"""
+
+
+class FingerprintMismatch(UserError):
+    """Embeddings of one model compared with (or added to) a gallery of another."""
+
+
+@dataclass
+class Shot:
+    """One enrollment image's result: its L2-normalised embedding and what to keep with it."""
+    embedding: np.ndarray
+    source: str | None = None
+    crop_png: bytes | None = None
+    quality: dict = field(default_factory=dict)
+
+
+@dataclass
+class EnrollResult:
+    name: str
+    added: list[str]                     # sources of the stored shots
+    skipped: list[tuple[str, str]]       # (source, reason)
+
+
+@dataclass
+class Match:
+    name: str | None     # None: below the threshold (unknown)
+    score: float         # cosine with the best-matching person
+    best: str | None     # the best-matching person even when unknown
+
+    @property
+    def known(self) -> bool:
+        return self.name is not None
+
+
+@dataclass
+class Person:
+    name: str
+    shots: int
+    created: float
+
+
+class Gallery:
+    def __init__(self, path: str | os.PathLike, create: bool = True, timeout: float = 30.0):
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise UserError(f"no gallery at {self.path} (enroll someone first)")
+            _create_private_file(self.path)
+        elif not self.path.is_file():
+            raise UserError(f"gallery path is not a file: {self.path}")
+        self._connection = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        self._cache: tuple[tuple, tuple] | None = None
+        try:
+            self._setup(timeout)
+        except sqlite3.DatabaseError as e:
+            self._connection.close()
+            raise UserError(f"{self.path} is not a lafs-edge gallery ({e})") from None
+
+    def _setup(self, timeout: float) -> None:
+        db = self._connection
+        db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")     # a committed enrollment survives power loss
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA secure_delete = ON")     # deleted faces are overwritten, not just freed
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise sqlite3.DatabaseError("an SQLite file without the gallery tables")
+        if not tables:
+            with self.transaction():
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+        stored = self._meta("format")
+        if stored != FORMAT:
+            raise sqlite3.DatabaseError(f"unsupported gallery format {stored!r}")
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error: all of a change or none of it."""
+        db = self._connection
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the model this gallery is bound to (None while empty)."""
+        return self._meta("fingerprint")
+
+    @property
+    def model_name(self) -> str | None:
+        return self._meta("model")
+
+    def check_model(self, fingerprint: str, model_name: str = "") -> None:
+        bound = self.fingerprint
+        if bound is not None and bound != fingerprint:
+            raise FingerprintMismatch(
+                f"gallery {self.path} was enrolled with model {self.model_name or '?'} "
+                f"(fingerprint {bound[:12]}), not {model_name or 'this model'} "
+                f"(fingerprint {fingerprint[:12]}); embeddings of different models cannot be "
+                "compared: use the same --model or enroll into a new gallery")
+
+    def _bind(self, db: sqlite3.Connection, fingerprint: str, model_name: str) -> None:
+        self.check_model(fingerprint, model_name)
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('model', ?)", (model_name,))
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def people(self) -> list[Person]:
+        rows = self._connection.execute(
+            "SELECT p.name, COUNT(e.id), p.created FROM people p "
+            "LEFT JOIN embeddings e ON e.person_id = p.id GROUP BY p.id ORDER BY p.name")
+        return [Person(name, shots, created) for name, shots, created in rows]
+
+    def embeddings(self, name: str | None = None) -> tuple[np.ndarray, list[str]]:
+        """(N, D) stored vectors and the person of each row (all people, or one)."""
+        query = ("SELECT p.name, e.vector, e.dim FROM embeddings e "
+                 "JOIN people p ON p.id = e.person_id")
+        rows = (self._connection.execute(query + " WHERE p.name = ? ORDER BY e.id", (name,))
+                if name else self._connection.execute(query + " ORDER BY e.id"))
+        names, vectors = [], []
+        for person, blob, dim in rows:
+            names.append(person)
+            vectors.append(np.frombuffer(blob, dtype=np.float32, count=dim))
+        matrix = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+        return matrix, names
+
+    def crops(self, name: str) -> list[bytes]:
+        """The enrollment crops (PNG bytes) kept for one person."""
+        rows = self._connection.execute(
+            "SELECT e.crop_png FROM embeddings e JOIN people p ON p.id = e.person_id "
+            "WHERE p.name = ? AND e.crop_png IS NOT NULL ORDER BY e.id", (name,))
+        return [row[0] for row in rows]
+
+    def _matrix(self) -> tuple[np.ndarray, list[str]]:
+        """All vectors, re-read only when this or another connection changed the database."""
+        version = (self._connection.execute("PRAGMA data_version").fetchone()[0],
+                   self._connection.total_changes)
+        if self._cache is None or self._cache[0] != version:
+            self._cache = (version, self.embeddings())
+        return self._cache[1]
+
+    def identify(self, queries: np.ndarray, fingerprint: str, threshold: float,
+                 model_name: str = "") -> list[Match]:
+        """Best person per query row (cosine, max over each person's shots); below `threshold`
+        the face is unknown. `queries` must be L2-normalised and from the bound model."""
+        if self.fingerprint is None:
+            raise UserError(f"gallery {self.path} is empty: enroll someone first")
+        self.check_model(fingerprint, model_name)
+        matrix, names = self._matrix()
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        if matrix.shape[1] != queries.shape[1]:
+            raise FingerprintMismatch(f"query embeddings have {queries.shape[1]} values, the "
+                                      f"gallery's {matrix.shape[1]}")
+        people = sorted(set(names))
+        owner = np.array([people.index(n) for n in names])
+        scores = queries @ matrix.T
+        per_person = np.full((len(queries), len(people)), -np.inf, np.float32)
+        for column in range(len(people)):
+            per_person[:, column] = scores[:, owner == column].max(1)
+        matches = []
+        for row in per_person:
+            best = int(row.argmax())
+            score = float(row[best])
+            matches.append(Match(people[best] if score >= threshold else None, score, people[best]))
+        return matches
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def enroll(self, name: str, shots: Iterable[Shot], fingerprint: str, model_name: str = "",
+               duplicate_cosine: float = DUPLICATE_COSINE) -> EnrollResult:
+        """Add `shots` of one person (created if new) in one transaction. Shots nearly identical
+        to a shot already kept (cosine >= duplicate_cosine) are skipped. Raises UserError, and
+        changes nothing, when no shot is left to add."""
+        name = check_name(name)
+        result = EnrollResult(name, [], [])
+        with self.transaction() as db:
+            self._bind(db, fingerprint, model_name)
+            person_id = self._person_id(db, name)
+            kept, _ = self.embeddings(name)
+            kept = list(kept)
+            for number, shot in enumerate(shots):
+                source = shot.source or f"shot {number + 1}"
+                vector = _unit_vector(shot.embedding, source)
+                if kept and len(kept[0]) != len(vector):
+                    raise FingerprintMismatch(f"{source}: {len(vector)}-d embedding, gallery "
+                                              f"holds {len(kept[0])}-d")
+                similar = max((float(vector @ k) for k in kept), default=-1.0)
+                if similar >= duplicate_cosine:
+                    result.skipped.append((source, f"near-duplicate of a kept shot "
+                                                   f"(cosine {similar:.3f})"))
+                    continue
+                db.execute("INSERT INTO embeddings (person_id, fingerprint, dim, vector, quality,"
+                           " crop_png, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (person_id, fingerprint, len(vector), vector.tobytes(),
+                            json.dumps(shot.quality), shot.crop_png, source, time.time()))
+                kept.append(vector)
+                result.added.append(source)
+            if not result.added:
+                reasons = "; ".join(f"{s}: {r}" for s, r in result.skipped) or "no images"
+                raise UserError(f"nothing enrolled for {name!r} ({reasons})")
+        return result
+
+    def _person_id(self, db: sqlite3.Connection, name: str) -> int:
+        db.execute("INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)", (name, time.time()))
+        return db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
+
+    def delete(self, name: str) -> int:
+        """Remove a person and every shot; returns the number of shots removed. The file is then
+        vacuumed and the WAL truncated so no copy of the vectors or crops remains on disk."""
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UserError(f"no person named {name!r} in {self.path}")
+            count = db.execute("DELETE FROM embeddings WHERE person_id = ?", (row[0],)).rowcount
+            db.execute("DELETE FROM people WHERE id = ?", (row[0],))
+        self.compact()
+        return count
+
+    def compact(self) -> None:
+        self._connection.execute("VACUUM")
+        self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # --- export / import -----------------------------------------------------------------------
+
+    def export(self, path: str | os.PathLike) -> int:
+        """Everything (people, vectors, crops, the model fingerprint) to one JSON file, written
+        0600 and atomically. Returns the number of shots written."""
+        if self.fingerprint is None:
+            raise UserError(f"gallery {self.path} is empty: nothing to export")
+        people = []
+        with self.transaction() as db:   # one consistent snapshot
+            for person in self.people():
+                rows = db.execute(
+                    "SELECT e.vector, e.dim, e.quality, e.crop_png, e.source, e.created "
+                    "FROM embeddings e JOIN people p ON p.id = e.person_id WHERE p.name = ? "
+                    "ORDER BY e.id", (person.name,))
+                shots = [{"vector": _b64(vector), "dim": dim, "quality": json.loads(quality or "{}"),
+                          "crop_png": _b64(crop) if crop else None, "source": source,
+                          "created": created}
+                         for vector, dim, quality, crop, source, created in rows]
+                people.append({"name": person.name, "created": person.created, "shots": shots})
+        document = {"format": EXPORT_FORMAT, "fingerprint": self.fingerprint,
+                    "model": self.model_name, "people": people}
+        _write_private(Path(path), json.dumps(document).encode())
+        return sum(len(p["shots"]) for p in people)
+
+    def import_(self, path: str | os.PathLike, fingerprint: str | None = None) -> int:
+        """Merge an export into this gallery (one transaction). Refused when the export's model
+        differs from this gallery's (or from `fingerprint`, the model in use). Shots already
+        present (same vector) are not added twice. Returns the number of shots added."""
+        document = _read_export(Path(path))
+        if fingerprint is not None and document["fingerprint"] != fingerprint:
+            raise FingerprintMismatch(
+                f"{path} was exported from model {document.get('model') or '?'} (fingerprint "
+                f"{document['fingerprint'][:12]}), not the model in use ({fingerprint[:12]})")
+        added = 0
+        with self.transaction() as db:
+            self._bind(db, document["fingerprint"], document.get("model") or "")
+            for person in document["people"]:
+                person_id = self._person_id(db, check_name(person["name"]))
+                existing = {bytes(row[0]) for row in db.execute(
+                    "SELECT vector FROM embeddings WHERE person_id = ?", (person_id,))}
+                for shot in person["shots"]:
+                    vector = base64.b64decode(shot["vector"])
+                    if vector in existing:
+                        continue
+                    crop = base64.b64decode(shot["crop_png"]) if shot.get("crop_png") else None
+                    db.execute("INSERT INTO embeddings (person_id, fingerprint, dim, vector, "
+                               "quality, crop_png, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (person_id, document["fingerprint"], int(shot["dim"]), vector,
+                                json.dumps(shot.get("quality") or {}), crop, shot.get("source"),
+                                float(shot.get("created") or time.time())))
+                    existing.add(vector)
+                    added += 1
+        return added
+
+    def integrity_check(self) -> str:
+        return self._connection.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the empty database file with mode 0600 before SQLite sees it (no umask window)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass  # another process created it first; SQLite opens it as it is
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_export(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"gallery export not found: {path}")
+    try:
+        document = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is not a lafs-edge gallery export (not JSON)") from None
+    if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{path} is not a lafs-edge gallery export (format "
+                        f"{document.get('format') if isinstance(document, dict) else None!r})")
+    if not isinstance(document.get("fingerprint"), str) or not isinstance(document.get("people"), list):
+        raise UserError(f"{path}: gallery export without a fingerprint or people list")
+    return document
+
+
+def check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 200 or any(ord(c) < 32 for c in name):
+        raise UserError(f"invalid person name {name!r} (1-200 printable characters)")
+    return name
+
+
+def _unit_vector(embedding: np.ndarray, source: str) -> np.ndarray:
+    vector = np.asarray(embedding, np.float32).ravel()
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or abs(norm - 1.0) > 1e-3:
+        raise ValueError(f"{source}: embeddings must be L2-normalised (norm {norm:.4f})")
+    return vector
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

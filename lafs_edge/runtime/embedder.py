@@ -1,0 +1,174 @@
+"""`Embedder.from_artifact(path)`: faces in, L2-normalised embeddings out, on any runtime.
+
+Everything model-specific comes from the artifact's manifest.json: the runtime (OpenVINO, LiteRT,
+ONNX Runtime, Core ML, PyTorch, via `open_runtime`), the alignment template and crop size, the
+colour order, mean/std and layout. So a project model and an external one (with a hand-written
+manifest, see `external_manifest`) are used the same way:
+
+    embedder = Embedder.from_artifact("artifacts/mobilefacenet-openvino")
+    vectors = embedder.embed(image_rgb, [face.points5 for face in faces])   # one batch
+
+`fingerprint` names the model and its preprocessing; a gallery stores it with every embedding so
+vectors from different models are never compared.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..align import align_face, template_for
+from ..errors import UserError
+from .manifest import InputSpec, Manifest, sha256_file
+
+
+class Embedder:
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.manifest: Manifest = runtime.manifest
+        spec = self.manifest.input
+        height, width = _input_hw(spec)
+        alignment = self.manifest.alignment or {}
+        self.crop_size = tuple(int(v) for v in alignment.get("crop_size", (width, height)))
+        if self.crop_size != (width, height):
+            raise UserError(f"manifest alignment.crop_size {list(self.crop_size)} does not match "
+                            f"the model input {width}x{height}")
+        template = alignment.get("template")
+        self.template = (np.asarray(template, np.float64) if template is not None
+                         else template_for(width, height))
+        if self.template.shape != (5, 2):
+            raise UserError(f"manifest alignment.template must be 5 [x, y] points, got "
+                            f"shape {self.template.shape}")
+        self._mean = np.asarray(spec.mean, np.float32)
+        self._std = np.asarray(spec.std, np.float32)
+        self.timings = {"align": 0.0, "embed": 0.0}
+
+    @classmethod
+    def from_artifact(cls, path: str | os.PathLike, threads: int | None = None) -> "Embedder":
+        from .backends import open_runtime
+
+        return cls(open_runtime(path, threads=threads))
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.manifest.embedding_dim)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def threshold(self) -> float | None:
+        return self.manifest.threshold
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the model (and weights) hashes, the embedding size and the preprocessing:
+        the same file fed differently gives different vectors, so that counts too."""
+        m = self.manifest
+        identity = {"model_sha256": m.model_sha256, "weights_sha256": m.weights_sha256,
+                    "embedding_dim": m.embedding_dim, "color": m.input.color,
+                    "mean": list(m.input.mean), "std": list(m.input.std),
+                    "template": np.round(self.template, 4).tolist(), "crop": list(self.crop_size)}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def align(self, image: np.ndarray, points5: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+        """RGB uint8 image + one (5, 2) point set per face -> aligned RGB crops for this model."""
+        start = time.perf_counter()
+        width, height = self.crop_size
+        crops = [align_face(image, points, size=height, crop_width=width, template=self.template)
+                 for points in points5]
+        self.timings["align"] = (time.perf_counter() - start) * 1e3
+        return crops
+
+    def preprocess(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Aligned RGB uint8 crops (B, H, W, 3) -> the model's input batch."""
+        batch = np.asarray(np.stack(crops) if isinstance(crops, list) else crops)
+        if batch.ndim == 3:
+            batch = batch[None]
+        expected = (self.crop_size[1], self.crop_size[0], 3)
+        if batch.shape[1:] != expected:
+            raise UserError(f"{self.name}: expected aligned crops of {expected}, got {batch.shape[1:]}")
+        batch = batch.astype(np.float32)
+        if self.manifest.input.color == "BGR":
+            batch = batch[..., ::-1]
+        batch = (batch - self._mean) / self._std
+        if self.manifest.input.layout == "NCHW":
+            batch = batch.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def embed_crops(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Aligned crops -> (B, D) float32, L2-normalised, in one runtime call."""
+        if len(crops) == 0:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        start = time.perf_counter()
+        raw = self.runtime.run(self.preprocess(crops))
+        self.timings["embed"] = (time.perf_counter() - start) * 1e3
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        if not np.all(np.isfinite(raw)) or np.any(norms == 0):
+            raise UserError(f"{self.name} returned a zero or non-finite embedding")
+        return (raw / norms).astype(np.float32)
+
+    def embed(self, image: np.ndarray, points5: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Every face of one frame (its 5 points each) -> (faces, D), one batch."""
+        return self.embed_crops(self.align(image, points5))
+
+
+def _input_hw(spec: InputSpec) -> tuple[int, int]:
+    shape = list(spec.shape)
+    if len(shape) != 4:
+        raise UserError(f"manifest input.shape must have 4 dimensions, got {shape}")
+    height, width = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
+    channels = shape[1] if spec.layout == "NCHW" else shape[3]
+    if channels != 3:
+        raise UserError(f"manifest input.shape {shape} has {channels} channels, expected 3 ({spec.layout})")
+    return int(height), int(width)
+
+
+# --- the external OpenVINO model of ../shared/models --------------------------------------------
+
+RETAIL_0095 = "face-reidentification-retail-0095"
+# Its README: the ArcFace template for a 96x112 crop, x scaled by 128/96 and y by 128/112.
+RETAIL_0095_TEMPLATE_96x112 = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
+                                        [33.5493, 92.3655], [62.7299, 92.2041]])
+# Cosine at a false-accept rate of 1e-3 over 1.1M impostor pairs of 1,498 wild5/lfw_5590 faces
+# (one photo per person, so every pair is two people; not a set used for identification figures).
+# Measured through this pipeline (detected points, FP16); FP16-INT8 gives 0.348. docs/device.md.
+RETAIL_0095_THRESHOLD = 0.35
+
+
+def external_manifest(model_xml: str | os.PathLike, precision: str | None = None,
+                      threshold: float | None = RETAIL_0095_THRESHOLD) -> Manifest:
+    """A manifest for face-reidentification-retail-0095 (OpenVINO IR: `.xml` + `.bin`).
+
+    Input 1x3x128x128 BGR, raw 0-255 pixels (mean 0, std 1), 256-d output; the IR has a fixed
+    batch of 1, which the runtime feeds in chunks. File paths are absolute, so the manifest can
+    live anywhere (the model folder is never written to)."""
+    xml = Path(model_xml).resolve()
+    weights = xml.with_suffix(".bin")
+    for path in (xml, weights):
+        if not path.is_file():
+            raise UserError(f"external model file not found: {path}")
+    if precision is None:
+        precision = "int8" if "INT8" in xml.parent.name.upper() else "fp16"
+    template = RETAIL_0095_TEMPLATE_96x112 * np.array([128 / 96, 128 / 112])
+    input_name, output_name = _openvino_io_names(xml)
+    return Manifest(
+        name=RETAIL_0095, target="openvino", model_file=str(xml), model_sha256=sha256_file(xml),
+        weights_file=str(weights), weights_sha256=sha256_file(weights),
+        input=InputSpec(shape=[1, 3, 128, 128], name=input_name, layout="NCHW", color="BGR",
+                        mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]),
+        alignment={"template": np.round(template, 4).tolist(), "crop_size": [128, 128]},
+        embedding_dim=256, precision=precision, threshold=threshold,
+        output={"name": output_name}, version="external")
+
+
+def _openvino_io_names(xml: Path) -> tuple[str, str]:
+    from .backends import require
+
+    model = require("openvino", "openvino").Core().read_model(str(xml))
+    return model.inputs[0].get_any_name(), model.outputs[0].get_any_name()

@@ -1,0 +1,62 @@
+"""Shared fixtures. Tests that need ../shared (real faces, the external model) skip cleanly without it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip(f"real face data not found at {path} (../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    path = SHARED / "models"
+    if not path.is_dir():
+        pytest.skip(f"external models not found at {path} (../shared/models beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mediapipe_models() -> Path:
+    """MediaPipe's face models in the cache, fetched from PyPI on first use (CI has PyPI);
+    skips when they cannot be fetched (no network)."""
+    from lafs_edge.landmarks import ModelsUnavailable, fetch_models
+
+    try:
+        return fetch_models(log=lambda message: None)
+    except ModelsUnavailable as e:
+        pytest.skip(f"MediaPipe face models unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def face_analyzer(mediapipe_models):
+    from lafs_edge.landmarks import FaceAnalyzer
+
+    return FaceAnalyzer(mediapipe_models)
+
+
+@pytest.fixture(scope="session")
+def retail_0095(shared_models, tmp_path_factory) -> dict[str, Path]:
+    """Artifact folders (manifest.json only, pointing into ../shared/models) for the external
+    face-reidentification-retail-0095 model: {"FP16": folder, "FP16-INT8": folder}."""
+    from lafs_edge.runtime.embedder import RETAIL_0095, external_manifest
+    from lafs_edge.runtime.manifest import write_manifest
+
+    folders = {}
+    for precision in ("FP16", "FP16-INT8"):
+        xml = shared_models / RETAIL_0095 / precision / f"{RETAIL_0095}.xml"
+        if not xml.is_file():
+            pytest.skip(f"{xml} not found")
+        folder = tmp_path_factory.mktemp(f"retail-{precision}")
+        write_manifest(external_manifest(xml), folder)
+        folders[precision] = folder
+    return folders

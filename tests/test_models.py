@@ -1,0 +1,195 @@
+"""Every registered model: forward, backward, torch.export with a dynamic batch, ONNX Runtime parity."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lafs_edge.models import (ArcFace, CosFace, DINOHead, count_parameters, create_model,
+                              list_models, load_model, save_checkpoint, set_fused_attention)
+from lafs_edge.models.mobilenetv3 import MobileNetV3Trunk
+
+MODELS = list_models()
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def model(request):
+    torch.manual_seed(0)
+    return create_model(request.param).eval()
+
+
+def _faces(batch, seed=0):
+    return torch.rand(batch, 3, 112, 112, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_registry_lists_the_presets():
+    assert {"part_fvit_base", "part_fvit_small", "part_fvit_tiny", "mobilefacenet"} <= set(MODELS)
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("resnet9000")
+    with pytest.raises(ValueError, match="bad override"):
+        create_model("part_fvit_tiny", widthh=3)
+
+
+def test_forward_and_backward(model):
+    model.train()
+    images = _faces(2).requires_grad_(True)
+    out = model(images)
+    assert out.shape == (2, model.embedding_dim) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    if hasattr(model, "landmarks"):  # the landmark CNN learns through the sampler
+        assert model.landmarks.head.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def test_torch_export_dynamic_batch(model):
+    batch = torch.export.Dim("batch", min=1, max=128)
+    program = torch.export.export(model, (_faces(2),), dynamic_shapes=({0: batch},))
+    x = _faces(3, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_onnx_export_matches_onnxruntime(model, tmp_path):
+    import onnxruntime as ort
+
+    set_fused_attention(model, False)
+    path = tmp_path / "model.onnx"
+    try:
+        torch.onnx.export(model, (_faces(2),), str(path), input_names=["images"],
+                          output_names=["embedding"], dynamic_shapes={"images": {0: "batch"}},
+                          dynamo=True, verbose=False)
+    finally:
+        set_fused_attention(model, True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = _faces(3, seed=2)
+    (got,) = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def _reference_part_fvit_parameters(n=196, patch=8, dim=768, depth=12, heads=11, head_dim=64,
+                                    mlp=2048) -> int:
+    """Counted by hand from the reference architecture (DESIGN.md section 2): a ViT over 196
+    landmark tokens (vit-pytorch layout: bias-free qkv, projection with bias, pre-norm blocks) and
+    a MobileNetV3-Large landmark CNN whose trunk ends at 160 channels, + Linear(160, 2N)."""
+    inner = heads * head_dim
+    block = 2 * (2 * dim) + dim * 3 * inner + (inner * dim + dim) + (dim * mlp + mlp) + (mlp * dim + dim)
+    vit = (3 * patch * patch * dim + dim) + (n + 1) * dim + dim + depth * block + 2 * dim
+    # MobileNetV3-Large trunk to 160 channels: torchvision's mobilenet_v3_large has 5,483,032
+    # parameters; minus its classifier (960*1280+1280 + 1280*1000+1000 = 2,511,080) and the final
+    # 1x1 conv 160->960 with BN (153,600 + 1,920) leaves 2,816,432.
+    landmark_cnn = 2_816_432 + 160 * 2 * n + 2 * n
+    return vit + landmark_cnn
+
+
+def test_part_fvit_base_parameter_count_matches_reference():
+    ours = count_parameters(create_model("part_fvit_base"))
+    reference = _reference_part_fvit_parameters()
+    assert abs(ours - reference) / reference < 0.05, (ours, reference)
+    assert count_parameters(MobileNetV3Trunk("large")) == 2_816_432
+
+
+def test_mobilefacenet_is_about_one_million_parameters():
+    assert 0.9e6 < count_parameters(create_model("mobilefacenet")) < 1.2e6
+
+
+def test_landmarks_are_rescaled_into_the_crop():
+    model = create_model("part_fvit_tiny").eval()
+    with torch.no_grad():
+        _, points, patches = model.forward_with_landmarks(_faces(4))
+    assert points.shape == (4, 100, 2) and patches.shape == (4, 100, 3, 8, 8)
+    assert points.min() >= 0 and points.max() <= 111 + 1e-4
+    assert torch.allclose(points.flatten(1).amax(1), torch.full((4,), 111.0), atol=1e-3)
+
+
+def test_encode_patches_with_shuffled_landmark_ids_uses_their_positions():
+    model = create_model("part_fvit_tiny", depth=1).eval()
+    with torch.no_grad():
+        _, _, patches = model.forward_with_landmarks(_faces(2))
+        ids = torch.randint(0, 100, (2, 36))
+        subset = torch.gather(patches, 1, ids[:, :, None, None, None].expand(-1, -1, 3, 8, 8))
+        a = model.encode_patches(subset, ids)
+        # the same tokens in another order give the same class-token embedding (no causal order)
+        perm = torch.randperm(36)
+        b = model.encode_patches(subset[:, perm], ids[:, perm])
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_and_explicit_attention_agree():
+    model = create_model("part_fvit_tiny").eval()
+    x = _faces(2)
+    with torch.no_grad():
+        fused = model(x)
+        set_fused_attention(model, False)
+        explicit = model(x)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_roundtrip_with_weights_only(tmp_path):
+    model = create_model("part_fvit_tiny", depth=2)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(model, path, step=7)
+    assert torch.load(path, weights_only=True)["step"] == 7
+    loaded = load_model(path)
+    x = _faces(2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_model(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(ValueError, match="not a lafs-edge checkpoint"):
+        load_model(plain)
+
+
+def _reference_arcface_logit(cos, margin, scale):
+    theta = np.arccos(np.clip(cos, -1, 1))
+    return scale * np.cos(theta + margin)
+
+
+def test_margin_heads_against_direct_formulas():
+    torch.manual_seed(0)
+    emb = torch.randn(6, 16)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    for head_cls, margin in [(CosFace, 0.4), (ArcFace, 0.5)]:
+        head = head_cls(16, 5)
+        logits = head(emb, labels)
+        cos = torch.nn.functional.normalize(emb) @ torch.nn.functional.normalize(head.weight).T
+        expected = cos.clone() * 64
+        for i, y in enumerate(labels.tolist()):
+            c = cos[i, y].item()
+            if head_cls is CosFace:
+                expected[i, y] = 64 * (c - margin)
+            elif np.arccos(c) + margin <= np.pi:
+                expected[i, y] = _reference_arcface_logit(c, margin, 64)
+        torch.testing.assert_close(logits, expected, atol=1e-3, rtol=1e-4)
+        logits.sum().backward()
+        assert torch.isfinite(head.weight.grad).all()
+
+
+def test_arcface_gradient_is_finite_at_cosine_one():
+    head = ArcFace(4, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+    emb = torch.tensor([[1.0, 0, 0, 0]], requires_grad=True)
+    head(emb, torch.tensor([0])).sum().backward()
+    assert torch.isfinite(emb.grad).all()
+
+
+def test_dino_head_shapes_and_frozen_norm():
+    head = DINOHead(64, out_dim=1000, hidden_dim=128, bottleneck_dim=32)
+    out = head(torch.randn(3, 64))
+    assert out.shape == (3, 1000)
+    g = head.last_layer.parametrizations.weight.original0
+    assert not g.requires_grad and torch.all(g == 1)
