@@ -81,6 +81,18 @@ def test_writer_reproduces_the_hand_built_bytes(hand_built, tmp_path_factory):
     assert (out / "train.rec").read_bytes() == data
 
 
+def test_dataloader_workers_read_their_own_handles(hand_built):
+    from torch.utils.data import DataLoader
+
+    root, images, _, _ = hand_built
+    dataset = RecordIODataset(root)
+    dataset[0]  # the parent opens its handle first; forked workers must not share its position
+    loader = DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=lambda batch: batch[0])
+    for i, (image, label) in enumerate(loader):
+        np.testing.assert_array_equal(image, images[i])
+        assert label == i
+
+
 def test_pack_record_matches_mxnet_layout():
     assert pack_record(IRHeader(0, 3.0, 7, 0), b"xy") == struct.pack("<IfQQ", 0, 3.0, 7, 0) + b"xy"
     assert pack_record(IRHeader(0, [1, 2], 0), b"") == struct.pack("<IfQQ2f", 2, 0.0, 0, 0, 1, 2)
@@ -146,6 +158,17 @@ def test_pack_webdataset_reads_back_split_across_ranks(shared_data, tmp_path):
     shuffled = [label for _, label in WebDatasetShards(tmp_path, shuffle=16, seed=1, world_size=1, rank=0)]
     again = [label for _, label in WebDatasetShards(tmp_path, shuffle=16, seed=1, world_size=1, rank=0)]
     assert shuffled == again and sorted(shuffled) == sorted(source.targets)
+
+
+def test_webdataset_workers_split_shards(shared_data, tmp_path):
+    from torch.utils.data import DataLoader
+
+    assert main(["data", "pack", str(shared_data / "orl"), "--format", "webdataset",
+                 "--out", str(tmp_path), "--to-112", "--shard-size", "100"]) == 0
+    stream = WebDatasetShards(tmp_path, rank=0, world_size=1)
+    loader = DataLoader(stream, batch_size=None, num_workers=2)
+    labels = [label for _, label in loader]
+    assert sorted(labels) == sorted(LabelledFolder(shared_data / "orl").targets)
 
 
 def test_too_few_shards_for_ranks(shared_data, tmp_path):

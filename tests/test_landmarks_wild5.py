@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 from lafs_edge.align import align_face
 from lafs_edge.image import read_image
 
@@ -35,7 +33,7 @@ def test_five_point_error_on_wild5(shared_data, face_analyzer):
         found = _nearest_face(faces, truth).points5
         inter_ocular = np.linalg.norm(truth[1] - truth[0])
         errors.append(np.linalg.norm(found - truth, axis=1).mean() / inter_ocular)
-    assert missed == 0, f"{missed} wild5 faces not detected (80x80 crops are padded first)"
+    assert missed == 0, f"{missed} wild5 faces not detected"
     assert np.mean(errors) < MEAN_ERROR_BOUND
     assert np.median(errors) < MEAN_ERROR_BOUND
 
@@ -75,18 +73,8 @@ def test_detected_points_give_a_crop_close_to_the_labelled_one(shared_data, face
     assert difference > 0 or np.allclose(found, truth)
 
 
-@pytest.mark.parametrize("padding", [0.0])
-def test_tight_crop_without_padding_is_the_reason_for_padding(shared_data, face_analyzer, padding):
-    """Documents why small images are padded: without a margin, BlazeFace misses many of the
-    80x80 tight faces that the padded path finds."""
-    import lafs_edge.landmarks.pipeline as pipeline
-
-    sample = _wild5_sample(shared_data)[:40]
-    saved = pipeline.PAD_FRACTION
-    try:
-        pipeline.PAD_FRACTION = padding
-        unpadded = sum(bool(face_analyzer.detect(read_image(p))) for p, _ in sample)
-    finally:
-        pipeline.PAD_FRACTION = saved
-    padded = sum(bool(face_analyzer.detect(read_image(p))) for p, _ in sample)
-    assert padded == len(sample) and unpadded < padded
+def test_tight_aligned_crops_are_detected_without_padding(shared_data, face_analyzer):
+    """Faces filling the frame (112x112 ArcFace crops) are still found: no padding is needed."""
+    for path, truth in _wild5_sample(shared_data)[:20]:
+        crop = align_face(read_image(path), truth)
+        assert len(face_analyzer.analyze(crop)) >= 1

@@ -2,6 +2,7 @@
 NaN stop, and a supervised smoke run on real faces."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -36,6 +37,10 @@ def tiny_config(out: Path, *extra: str) -> dict:
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)["state_dict"]
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def rank_state(out: Path, rank: int = 0) -> dict:
@@ -95,30 +100,44 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
 # --- runs ----------------------------------------------------------------------------------------
 
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
-    """torchrun, 2 CPU ranks (gloo), micro-batch 4 each, vs 1 process accumulating 2 micro-batches
-    of 4: the same global batches, BatchNorm statistics over the same 4 images, Partial FC with
-    its centres sharded over the 2 ranks, mixup, augmentation and gradient clipping on."""
+    """torchrun, 2 CPU ranks (gloo) x 2 accumulated micro-batches of 2, vs 1 process accumulating
+    4 micro-batches of 2: the same global batches, BatchNorm statistics over the same images,
+    DDP no_sync, Partial FC with its centres sharded over the 2 ranks, mixup, augmentation and
+    global gradient clipping. Both sides use one thread so float reductions match.
+
+    The two layouts sum the same numbers in a different order (the sharded softmax), so they
+    agree to float rounding, which AdamW amplifies: its first steps move a parameter by about
+    +-lr whatever the gradient's size, so a parameter whose true gradient is zero (a BatchNorm
+    bias followed by another BatchNorm) turns 1e-6 of noise into a full step. A raised eps and
+    a small lr keep that amplification below the tolerance (measured: 4e-7 at lr 1e-4, 8e-6 at
+    lr 1e-3 after 3 steps)."""
     common = ["head.partial_fc_above=0", "head.sample_rate=1.0", "augment.mixup_prob=1.0",
-              "optim.grad_clip=1.0", "optim.max_steps=3", "train.checkpoint_every=100"]
-    single = tiny_config(tmp_path / "single", *common, "optim.accumulate=2")
-    result = train(single)
+              "optim.grad_clip=1.0", "optim.max_steps=3", "optim.batch_size=2", "optim.eps=1e-4",
+              "optim.lr=1e-4", "train.checkpoint_every=100", "train.log_every=1"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(tiny_config(tmp_path / "single", *common, "optim.accumulate=4"))
+    finally:
+        torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "lafs_edge.cli", "train", "supervised", *TINY, *common,
+           "-m", "lafs_edge.cli", "train", "supervised", *TINY, *common, "optim.accumulate=2",
            f"output_dir={tmp_path / 'ddp'}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"trained steps 0 -> 3 of 3: loss {result.losses[0]:.4f}" in done.stdout
+    for one, two in zip(metrics(tmp_path / "single"), metrics(tmp_path / "ddp"), strict=True):
+        assert one["loss"] == pytest.approx(two["loss"], rel=1e-5)
+        assert one["grad_norm"] == pytest.approx(two["grad_norm"], rel=1e-4)  # before clipping
     ours, theirs = weights(tmp_path / "single" / "model.pt"), weights(tmp_path / "ddp" / "model.pt")
-    start = weights(tmp_path / "single" / "model.pt")  # sanity: training moved the weights
     assert ours.keys() == theirs.keys()
     for key in ours:
-        assert torch.allclose(ours[key], theirs[key], atol=2e-5, rtol=1e-4), key
+        if "running_" not in key and "num_batches" not in key:  # BatchNorm statistics: per rank
+            assert torch.allclose(ours[key], theirs[key], atol=2e-6), key
     centres = torch.cat([rank_state(tmp_path / "ddp", r)["modules"]["head"]["weight"]
                          for r in range(2)])
     assert torch.allclose(centres, rank_state(tmp_path / "single")["modules"]["head"]["weight"],
-                          atol=2e-5, rtol=1e-4)
-    assert start is not None and result.losses[0] != result.losses[-1]
+                          atol=2e-6)
 
 
 def test_resume_equals_one_straight_run(tmp_path):
@@ -136,10 +155,36 @@ def test_resume_equals_one_straight_run(tmp_path):
     a, b = weights(tmp_path / "straight" / "model.pt"), weights(tmp_path / "resumed" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa, sb = rank_state(tmp_path / "straight"), rank_state(tmp_path / "resumed")
-    assert torch.equal(sa["modules"]["head"]["weight"], sb["modules"]["head"]["weight"])
+    assert all(torch.equal(sa["modules"]["head"][k], sb["modules"]["head"][k])
+               for k in sa["modules"]["head"])
+    moments = [(sa["optimizer"]["state"][i]["exp_avg_sq"], sb["optimizer"]["state"][i]["exp_avg_sq"])
+               for i in sa["optimizer"]["state"]]
+    assert all(torch.equal(x, y) for x, y in moments)
     assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
     model = load_model(tmp_path / "resumed" / "model.pt")  # the deployable checkpoint
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 64)
+
+
+def test_training_reads_insightface_recordio(tmp_path):
+    """data.format=recordio: a BGR-stored set (as MS1MV3) trains with data.bgr=true, and the
+    reader gives back the source's RGB pixels."""
+    import cv2
+
+    from lafs_edge.train.data.recordio import RecordIODataset, write_insightface_rec
+    from lafs_edge.train.supervised import SyntheticFaces
+
+    source = SyntheticFaces(16, 4)
+    items = sorted((source[i] for i in range(16)), key=lambda item: item[1])
+    # cv2.imencode reads its input as B, G, R: encoding the RGB arrays as they are stores the
+    # channels swapped, which is what a BGR set such as MS1MV3 holds.
+    encoded = [(cv2.imencode(".png", image)[1].tobytes(), label) for image, label in items]
+    write_insightface_rec(tmp_path / "rec", encoded, 16, 4)
+    dataset = RecordIODataset(tmp_path / "rec", bgr=True)
+    assert dataset.num_classes == 4 and np.array_equal(dataset[0][0], items[0][0])
+    result = train(tiny_config(tmp_path / "out", "data.format=recordio",
+                               f"data.root={tmp_path / 'rec'}", "data.bgr=true",
+                               "optim.max_steps=2"))
+    assert result.final_step == 2 and all(map(math.isfinite, result.losses))
 
 
 class NanAtStep(SupervisedTask):
@@ -175,18 +220,21 @@ def test_cli_exits_non_zero_with_one_line_when_training_blows_up(tmp_path, capsy
 
 
 def test_supervised_smoke_run_on_real_faces(shared_data, tmp_path):
-    """Tiny part fViT on ORL (40 people, letterboxed to 112x112): the loss falls."""
+    """Tiny part fViT on 8 ORL people (80 grey 92x112 crops, letterboxed to 112x112), chosen by
+    a list file: the loss falls within 30 steps (3 epochs)."""
+    orl = shared_data / "orl"
+    lines = [f"s{person}/{shot}.pgm\ts{person}" for person in range(1, 9) for shot in range(1, 11)]
+    (tmp_path / "orl8.lst").write_text("\n".join(lines) + "\n")
     out = tmp_path / "orl"
-    code = main(["train", "supervised", "--config", "supervised_smoke",
-                 f"data.root={shared_data / 'orl'}", f"output_dir={out}", "data.num_workers=0",
-                 TINY_MODEL, "optim.batch_size=8", "optim.max_steps=24", "optim.lr=3e-3",
-                 "train.checkpoint_every=12", "train.progress=false", "train.log_every=1"])
+    code = main(["train", "supervised", "--config", "supervised_smoke", f"data.root={orl}",
+                 f"data.list_file={tmp_path / 'orl8.lst'}", f"output_dir={out}",
+                 "data.num_workers=0", TINY_MODEL, "optim.batch_size=8", "optim.max_steps=30",
+                 "optim.lr=1e-3", "augment.crop_prob=0", "augment.randaugment_ops=0",
+                 "train.checkpoint_every=15", "train.progress=false", "train.log_every=1"])
     assert code == 0
-    import json
-
-    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 24
-    assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.5, losses
-    assert (out / "config.yaml").is_file() and (out / "tensorboard").is_dir()
+    losses = [m["loss"] for m in metrics(out)]
+    assert len(losses) == 30
+    assert np.mean(losses[-8:]) < 0.85 * np.mean(losses[:8]), losses
+    assert (out / "config.yaml").is_file() and any((out / "tensorboard").iterdir())
     model = load_model(out / "model.pt")
     assert model.arch == "part_fvit_tiny" and model.embedding_dim == 64

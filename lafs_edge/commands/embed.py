@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..fileio import atomic_write
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,12 +46,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        np.save(f, array)

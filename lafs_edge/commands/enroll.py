@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from .gallery_common import add_gallery_argument, add_model_argument
+from ..errors import UserError
+from .gallery_common import add_gallery_argument, add_model_argument, open_recognizer
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +36,15 @@ def run(args: argparse.Namespace) -> int:
     for source, reason in rejected:
         print(f"skipped {source}: {reason}")
     if not shots:
-        from ..errors import UserError
-
         raise UserError(f"no photo of {name!r} passed the quality gate; nothing enrolled")
     embedder = recognizer.embedder
     with Gallery(args.gallery) as gallery:
-        result = gallery.enroll(name, shots, embedder.fingerprint, embedder.name)
+        result = gallery.enroll(name, shots, embedder.fingerprint, embedder.label)
         total = next(p.shots for p in gallery.people() if p.name == name)
     for source, reason in result.skipped:
         print(f"skipped {source}: {reason}")
     print(f"enrolled {name}: {len(result.added)} shot(s) added, {total} in total "
-          f"({args.gallery}, model {embedder.name} {embedder.fingerprint[:12]})")
+          f"({args.gallery}, model {embedder.label} {embedder.fingerprint[:12]})")
     return 0
 
 
@@ -55,10 +54,9 @@ def open_recognizer_checked(args: argparse.Namespace):
     from pathlib import Path
 
     from ..gallery import Gallery
-    from .gallery_common import open_recognizer
 
     recognizer = open_recognizer(args)
     if Path(args.gallery).exists():
         with Gallery(args.gallery, create=False) as gallery:
-            gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.name)
+            gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
     return recognizer

@@ -45,13 +45,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {args.folds}")
+    if args.far and not all(0 < far <= 1 for far in args.far):
+        raise UserError(f"--far values must be in (0, 1], got {args.far}")
     model = load_model(args.model)
     evaluate = {"pairs": _pairs, "bin": _bin, "ijb": _ijb, "kshot": _kshot}[args.protocol]
     report = {"model": str(args.model), "data": str(args.data), "protocol": args.protocol,
               **evaluate(model, args)}
     _print(report)
     if args.out:
-        from ..train.data.folders import write_text_atomic
+        from ..fileio import write_text_atomic
 
         write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         recognizer = open_recognizer(args, gallery, args.threshold)
         if recognizer.threshold is None:
             raise UserError("the model's manifest has no threshold; pass --threshold")
-        gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.name)
+        gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
         found, samples = 0, {stage: [] for stage in STAGES}
         for path, image in images:
             results = recognizer.identify(image)

@@ -62,7 +62,7 @@ class Recognizer:
         embeddings = self.embed_faces(image, faces)
         start = time.perf_counter()
         matches = (self.gallery.identify(embeddings, self.embedder.fingerprint, self.threshold,
-                                         self.embedder.name) if faces else [])
+                                         self.embedder.label) if faces else [])
         self.timings["match"] = (time.perf_counter() - start) * 1e3
         return [Recognized(f, e, m) for f, e, m in zip(faces, embeddings, matches)]
 

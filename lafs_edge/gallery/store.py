@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import UserError
+from ..fileio import write_bytes_atomic
 
 FORMAT = "lafs-edge-gallery/1"
 EXPORT_FORMAT = "lafs-edge-gallery-export/1"
@@ -212,12 +213,15 @@ class Gallery:
             raise UserError(f"gallery {self.path} is empty: enroll someone first")
         self.check_model(fingerprint, model_name)
         matrix, names = self._matrix()
+        if not names:
+            raise UserError(f"gallery {self.path} has no one enrolled: enroll someone first")
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         if matrix.shape[1] != queries.shape[1]:
             raise FingerprintMismatch(f"query embeddings have {queries.shape[1]} values, the "
                                       f"gallery's {matrix.shape[1]}")
         people = sorted(set(names))
-        owner = np.array([people.index(n) for n in names])
+        column_of = {name: column for column, name in enumerate(people)}
+        owner = np.array([column_of[n] for n in names])
         scores = queries @ matrix.T
         per_person = np.full((len(queries), len(people)), -np.inf, np.float32)
         for column in range(len(people)):
@@ -306,7 +310,7 @@ class Gallery:
                 people.append({"name": person.name, "created": person.created, "shots": shots})
         document = {"format": EXPORT_FORMAT, "fingerprint": self.fingerprint,
                     "model": self.model_name, "people": people}
-        _write_private(Path(path), json.dumps(document).encode())
+        write_bytes_atomic(path, json.dumps(document).encode(), private=True)
         return sum(len(p["shots"]) for p in people)
 
     def import_(self, path: str | os.PathLike, fingerprint: str | None = None) -> int:
@@ -351,19 +355,6 @@ def _create_private_file(path: Path) -> None:
     except FileExistsError:
         pass  # another process created it first; SQLite opens it as it is
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_export(path: Path) -> dict:

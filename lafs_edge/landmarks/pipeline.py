@@ -4,25 +4,24 @@
 the short-range model (faces filling a good part of the frame: selfies, webcams) and the
 full-range model (group photos, faces a few metres away) and keeps the best-scoring box where
 the two overlap; `detectors=("short",)` saves the second model's time on a webcam.
-Small images (tight face crops such as wild5's 80x80) are padded first: BlazeFace's anchors stop
-at about 75% of the frame, so a face touching the borders is missed without a margin.
+Tight face crops need no padding: every face of a 153-image wild5 sample (80x80) is found as it
+is, and so is every one of them after alignment to a 112x112 ArcFace crop; padding by 25% or 50%
+changed neither the detections nor the 5-point error (0.0515 vs 0.0512), so images go in as they
+are (the mesh ROI may extend past the border; its pixels are edge-replicated, as in MediaPipe).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, Detection, iou
+from .mesh import FaceMesh, Roi, alignment_points, roi_from_detection
 
 DETECTORS = {"short": SHORT_RANGE, "full": FULL_RANGE}
 MERGE_IOU = 0.3        # boxes from the two detectors overlapping more than this are one face
-from .mesh import FaceMesh, Roi, alignment_points, roi_from_detection, roi_from_mesh
-
 MIN_PRESENCE = 0.5     # MediaPipe's face-presence threshold for the mesh
-SMALL_IMAGE = 160      # images up to this side are padded before detection
-PAD_FRACTION = 0.5     # margin added on each side of a small image, as a fraction of its side
 
 
 @dataclass
@@ -45,7 +44,6 @@ class Timings:
     """Milliseconds of the last call, per stage."""
     detect: float = 0.0
     mesh: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class FaceAnalyzer:
@@ -61,17 +59,14 @@ class FaceAnalyzer:
         self.timings = Timings()
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        """BlazeFace detections in image pixels (small images padded, see the module doc)."""
-        image, pad = _pad_small(_as_rgb(image))
+        """BlazeFace detections in image pixels, merged across the detectors."""
+        image = _as_rgb(image)
         found = [d for detector in self.detectors for d in detector.detect(image, self.min_score)]
         found.sort(key=lambda d: -d.score)
         detections: list[Detection] = []
         for d in found:
             if not detections or iou(d.box, np.array([k.box for k in detections])).max() <= MERGE_IOU:
                 detections.append(d)
-        for d in detections:
-            d.box = d.box - np.tile(pad, 2)
-            d.keypoints = d.keypoints - pad
         return detections
 
     def analyze(self, image: np.ndarray, rois: list[Roi] | None = None) -> list[Face]:
@@ -110,16 +105,6 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
     return np.ascontiguousarray(image)
-
-
-def _pad_small(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
-    if max(image.shape[:2]) > SMALL_IMAGE:
-        return image, np.zeros(2)
-    margin = int(round(max(image.shape[:2]) * PAD_FRACTION))
-    padded = cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
-    return padded, np.array([margin, margin], float)
 
 
 def _box_of(points: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..fileio import write_text_atomic
 
 FORMAT = "lafs-edge-artifact/1"
 TARGETS = ("onnx", "openvino", "tflite", "coreml", "pytorch")
@@ -105,7 +106,5 @@ def read_manifest(path: str | os.PathLike) -> tuple[Manifest, Path]:
 
 def write_manifest(manifest: Manifest, folder: str | os.PathLike) -> Path:
     file = Path(folder) / "manifest.json"
-    tmp = file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-    os.replace(tmp, file)
+    write_text_atomic(file, json.dumps(manifest.to_dict(), indent=2) + "\n")
     return file

@@ -1,0 +1,114 @@
+"""Latency of artifacts in their runtimes next to PyTorch eager, measured in the same run.
+
+For every artifact, batch size and thread count: `warmup` untimed calls, then `runs` timed calls
+of `Runtime.run` on a fixed normalised batch; median and p90 in milliseconds, throughput in faces
+per second (batch / median), and the PyTorch eager median of the source model under the same
+batch and threads (`speedup` = PyTorch median / artifact median). Plus the model file size and
+the source model's GFLOPs per face.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..runtime.backends import open_runtime
+from ..runtime.manifest import Manifest
+
+
+def timings(call: Callable[[], object], runs: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": float(np.median(samples)), "p90_ms": float(np.percentile(samples, 90)),
+            "runs": runs}
+
+
+def file_size(folder: Path, manifest: Manifest) -> int:
+    paths = [folder / manifest.model_file] + ([folder / manifest.weights_file] if manifest.weights_file else [])
+    total = 0
+    for path in paths:
+        total += path.stat().st_size if path.is_file() else sum(
+            p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return total
+
+
+def torch_median(model: torch.nn.Module, batch: int, threads: int, runs: int, warmup: int) -> dict:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.zeros(batch, 3, model.image_size, model.image_size).uniform_(-1, 1)
+    try:
+        with torch.inference_mode():
+            return timings(lambda: model(x), runs, warmup)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def bench_artifact(folder: Path, manifest: Manifest, model: torch.nn.Module, batches=(1, 8),
+                   threads=(1, 0), runs: int = 100, warmup: int = 10) -> list[dict[str, Any]]:
+    from ..models import count_flops
+
+    all_threads = os.cpu_count() or 1
+    base = {"artifact": folder.name, "target": manifest.target, "precision": manifest.precision,
+            "size_mb": file_size(folder, manifest) / 1e6,
+            "gflops": count_flops(model, model.image_size) / 1e9}
+    rows = []
+    for count in threads:
+        count = count or all_threads
+        runtime = None
+        if manifest.target != "coreml" or platform.system() == "Darwin":
+            runtime = open_runtime(folder, threads=count)
+        for batch in batches:
+            row = {**base, "threads": count, "batch": batch}
+            reference = torch_median(model, batch, count, runs, warmup)
+            row["pytorch_median_ms"] = reference["median_ms"]
+            if runtime is None:
+                row["note"] = "Core ML runs on macOS/iOS only"
+            else:
+                x = _input(manifest, batch)
+                row.update(timings(lambda: runtime.run(x), runs, warmup))
+                row["faces_per_s"] = batch / (row["median_ms"] / 1e3)
+                row["speedup_vs_pytorch"] = reference["median_ms"] / row["median_ms"]
+            rows.append(row)
+    return rows
+
+
+def _input(manifest: Manifest, batch: int) -> np.ndarray:
+    shape = [batch, *manifest.input.shape[1:]]
+    return np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| artifact | threads | batch | median ms | p90 ms | faces/s | PyTorch ms | speedup | size MB | GFLOPs/face |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "median_ms" in r:
+            timing = (f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['faces_per_s']:.0f} | "
+                      f"{r['pytorch_median_ms']:.2f} | {r['speedup_vs_pytorch']:.2f}x")
+        else:
+            timing = f"- | - | - | {r['pytorch_median_ms']:.2f} | {r.get('note', '-')}"
+        lines.append(f"| {r['artifact']} | {r['threads']} | {r['batch']} | {timing} | "
+                     f"{r['size_mb']:.2f} | {r['gflops']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    """CPU model name and core count, for the record."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} logical CPUs"

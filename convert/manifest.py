@@ -1,0 +1,66 @@
+"""Fill an artifact's manifest.json: hashes, input spec, alignment, threshold, parity, versions."""
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..align import ARCFACE_TEMPLATE_112
+from ..runtime.backends import sha256_path
+from ..runtime.manifest import InputSpec, Manifest, sha256_file
+from .export import Converted
+
+# Converter packages per target (recorded with their versions; a runtime may need the same).
+CONVERTERS = {
+    "onnx": ("torch", "onnx", "onnxscript"),
+    "openvino": ("torch", "openvino", "nncf"),
+    "tflite": ("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert", "torchao"),
+    "coreml": ("torch", "coremltools"),
+    "pytorch": ("torch",),
+}
+FAR = 1e-3
+
+
+def converter_versions(target: str) -> dict[str, str]:
+    versions = {}
+    for package in CONVERTERS[target]:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def make_manifest(name: str, target: str, precision: str, folder: Path, converted: Converted,
+                  embedding_dim: int, source_checkpoint: str | None,
+                  extra_parity: dict[str, Any] | None = None) -> Manifest:
+    """The manifest of a freshly converted artifact in `folder` (threshold and parity come later)."""
+    size = int(converted.input_shape[2] if converted.layout == "NCHW" else converted.input_shape[1])
+    template = ARCFACE_TEMPLATE_112 * (size / 112.0)
+    weights = converted.weights_file
+    parity: dict[str, Any] = {"kept_float": converted.kept_float, **(extra_parity or {})}
+    if converted.details:
+        parity["converter_details"] = converted.details
+    return Manifest(
+        name=name, target=target, precision=precision, version=__version__,
+        model_file=converted.model_file, model_sha256=sha256_path(folder / converted.model_file),
+        weights_file=weights, weights_sha256=sha256_file(folder / weights) if weights else None,
+        source_checkpoint_sha256=(sha256_file(source_checkpoint) if source_checkpoint else None),
+        input=InputSpec(shape=[int(v) for v in converted.input_shape], layout=converted.layout),
+        output={"name": "embedding"},
+        alignment={"template": np.round(template, 4).tolist(), "crop_size": [size, size]},
+        embedding_dim=int(embedding_dim), parity=parity, converters=converter_versions(target))
+
+
+def threshold_at_far(embeddings: np.ndarray, labels: np.ndarray, far: float = FAR) -> float:
+    """Cosine threshold whose false-accept rate over every impostor pair is <= `far`."""
+    from ..train.evaluate.verification import roc_curve
+
+    normalised = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    i, j = np.triu_indices(len(labels), k=1)
+    scores = np.einsum("ij,ij->i", normalised[i], normalised[j])
+    fpr, _, thresholds = roc_curve(scores, labels[i] == labels[j])
+    return float(thresholds[fpr <= far][-1])

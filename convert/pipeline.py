@@ -1,0 +1,80 @@
+"""The export pipeline behind `lafs-edge export`: load the source once, calibrate once, measure
+int8 sensitivity once, then build every requested artifact (temp folder -> rename) with its
+manifest: hashes, threshold at FAR 1e-3 and parity on labelled faces."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..runtime.manifest import Manifest, write_manifest
+from .data import FaceSet, load_faces
+from .export import Converted, build_artifact, load_source
+from .manifest import make_manifest, threshold_at_far
+from .verify import require_labels, torch_embeddings, verify_artifact
+
+
+def export_models(model_arg: str, targets: list[str], precision: str, out: str | Path,
+                  calib: str | None = None, calib_count: int = 128, pairs: str | None = None,
+                  name: str | None = None, sampler: str | None = None,
+                  overrides: dict[str, Any] | None = None) -> list[tuple[Path, Manifest]]:
+    model, source, checkpoint = load_source(model_arg, overrides)
+    if sampler:
+        if not hasattr(model, "sampler"):
+            raise UserError(f"--sampler applies to part fViT models, not {model.arch}")
+        model.sampler = sampler
+    calib_faces = load_faces(calib, limit=calib_count) if calib else None
+    pair_faces = _pair_faces(pairs, calib_faces)
+    calib_input = calib_faces.model_input() if calib_faces is not None else None
+    extra: dict[str, Any] = {"source": source}
+    if getattr(model, "sampler", None):
+        extra["sampler"] = model.sampler
+    float_groups: list[str] = []
+    if precision == "int8":
+        from .quantize import choose_float_groups
+
+        sensitivity = choose_float_groups(model, calib_input)
+        float_groups = sensitivity.float_groups
+        extra["int8_sensitivity"] = sensitivity.to_dict()
+    reference = torch_embeddings(model, pair_faces) if pair_faces is not None else None
+    name = name or model.arch
+    results = []
+    for target in targets:
+        def finish(tmp: Path, converted: Converted, target=target) -> None:
+            manifest = make_manifest(name, target, precision, tmp, converted, model.embedding_dim,
+                                     checkpoint, extra)
+            write_manifest(manifest, tmp)
+            if pair_faces is not None:
+                _add_threshold_and_parity(manifest, tmp, model, pair_faces, reference,
+                                          str(pairs or calib))
+                write_manifest(manifest, tmp)
+
+        folder = Path(out) / f"{name}-{target}-{precision}"
+        build_artifact(model, target, precision, folder, calib_input, float_groups, finish)
+        from ..runtime.manifest import read_manifest
+
+        results.append((folder, read_manifest(folder)[0]))
+    return results
+
+
+def _pair_faces(pairs: str | None, calib_faces: FaceSet | None) -> FaceSet | None:
+    if pairs:
+        faces = load_faces(pairs)
+        require_labels(faces, "--pairs")
+        return faces
+    if calib_faces is not None and calib_faces.labels is not None:
+        return calib_faces
+    return None
+
+
+def _add_threshold_and_parity(manifest: Manifest, folder: Path, model, faces: FaceSet,
+                              reference: np.ndarray, data: str) -> None:
+    report, embeddings = verify_artifact(folder, manifest, model, faces, reference)
+    source = "runtime"
+    if embeddings is None:  # Core ML off macOS: the PyTorch embeddings stand in
+        embeddings, source = reference, "pytorch"
+    manifest.threshold = threshold_at_far(embeddings, faces.labels)
+    report.update({"data": data, "threshold_from": source})
+    manifest.parity.update(report)

@@ -1,0 +1,67 @@
+"""`lafs-edge export MODEL --target openvino|coreml|tflite|onnx|pytorch|all --precision fp32|fp16|int8
+--calib DIR --out DIR`: one artifact folder per target, `OUT/<name>-<target>-<precision>/`."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+TARGET_CHOICES = ("onnx", "openvino", "tflite", "coreml", "pytorch", "all")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="lafs-edge checkpoint, or a registry name (random weights, seed 0)")
+    parser.add_argument("--target", required=True, choices=TARGET_CHOICES,
+                        help="all = onnx, openvino, tflite and coreml (those exporting --precision)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--calib", help="aligned faces for int8 calibration (a folder with "
+                        "landmarks.txt is aligned first); required for int8")
+    parser.add_argument("--calib-count", type=int, default=128, help="calibration faces used")
+    parser.add_argument("--pairs", help="labelled faces (identity folders or NAME.condition files) "
+                        "for the FAR 1e-3 threshold and the parity figures; default: --calib if labelled")
+    parser.add_argument("--out", default="artifacts", help="parent folder of the artifact folders")
+    parser.add_argument("--name", help="artifact name (default: the model's architecture)")
+    parser.add_argument("--sampler", choices=("gather", "grid_sample"),
+                        help="part fViT patch sampler to export (default: the model's, gather)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="model config override, e.g. depth=1 (registry models)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..convert.export import SUPPORTED, check_request
+    from ..convert.pipeline import export_models
+
+    targets = ["onnx", "openvino", "tflite", "coreml"] if args.target == "all" else [args.target]
+    if args.target == "all":
+        targets = [t for t in targets if args.precision in SUPPORTED[t]]
+    for target in targets:
+        check_request(target, args.precision)
+    if args.precision == "int8" and not args.calib:
+        raise UserError("int8 needs calibration faces: pass --calib DIR")
+    if args.calib_count < 1:
+        raise UserError("--calib-count must be at least 1")
+    results = export_models(args.model, targets, args.precision, args.out, calib=args.calib,
+                            calib_count=args.calib_count, pairs=args.pairs, name=args.name,
+                            sampler=args.sampler, overrides=parse_overrides(args.override))
+    for folder, manifest in results:
+        parity = manifest.parity
+        figure = ""
+        if "mean_cosine" in parity:
+            figure = f" cosine mean {parity['mean_cosine']:.5f} min {parity['min_cosine']:.5f}"
+        elif "numeric" in parity:
+            figure = " (program checked; numeric parity needs macOS)"
+        threshold = f" threshold {manifest.threshold:.4f}" if manifest.threshold is not None else ""
+        print(f"wrote {folder}{figure}{threshold}")
+    return 0
+
+
+def parse_overrides(items: list[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--override wants KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides

@@ -1,0 +1,148 @@
+"""`lafs-edge enroll / identify / gallery ...` end to end on real photos, and bad input: one clear
+line, a non-zero exit, and the gallery exactly as it was."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lafs_edge.cli import main
+from lafs_edge.gallery import Gallery
+
+
+@pytest.fixture(scope="module")
+def orl(shared_data):
+    return lambda person, photo: str(shared_data / "orl" / f"s{person}" / f"{photo}.pgm")
+
+
+@pytest.fixture()
+def cli(capsys, mediapipe_models):
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+@pytest.fixture()
+def enrolled(cli, orl, retail_0095, tmp_path):
+    gallery = tmp_path / "people.db"
+    fp16 = retail_0095["FP16"]
+    code, out, _ = cli("enroll", "alice", orl(1, 1), orl(1, 2), orl(1, 3), "--model", fp16,
+                       "--gallery", gallery)
+    assert code == 0 and "enrolled alice: 3 shot(s) added" in out
+    code, out, _ = cli("enroll", "bob", orl(2, 1), "--model", fp16, "--gallery", gallery)
+    assert code == 0 and "enrolled bob: 1 shot(s) added, 1 in total" in out
+    return gallery
+
+
+def snapshot(path):
+    with Gallery(path, create=False) as gallery:
+        vectors, names = gallery.embeddings()
+        return [(p.name, p.shots) for p in gallery.people()], names, vectors.tobytes()
+
+
+def assert_one_error_line(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_enroll_identify_list(cli, enrolled, orl, retail_0095, shared_data):
+    assert (os.stat(enrolled).st_mode & 0o777) == 0o600
+    code, out, _ = cli("identify", orl(1, 7), orl(2, 9), orl(3, 1), "--model", retail_0095["FP16"],
+                       "--gallery", enrolled)
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 3
+    assert " alice " in lines[0] and " bob " in lines[1]
+    assert " unknown " in lines[2] and "(best " in lines[2]      # s3 was never enrolled
+    code, out, _ = cli("identify", shared_data / "photos" / "sample3.jpg", "--model",
+                       retail_0095["FP16"], "--gallery", enrolled, "--timings")
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 4 and all(" face " in line for line in lines[:3])
+    assert lines[3].startswith("timings (ms") and "detect" in lines[3] and "match" in lines[3]
+    code, out, _ = cli("gallery", "list", "--gallery", enrolled)
+    assert code == 0 and "alice\t3 shot(s)" in out and "bob\t1 shot(s)" in out
+
+
+def test_export_import_delete(cli, enrolled, retail_0095, tmp_path):
+    export = tmp_path / "people.json"
+    assert cli("gallery", "export", export, "--gallery", enrolled)[0] == 0
+    copy = tmp_path / "copy.db"
+    code, out, _ = cli("gallery", "import", export, "--gallery", copy, "--model", retail_0095["FP16"])
+    assert code == 0 and "imported 4 shot(s)" in out
+    assert snapshot(copy) == snapshot(enrolled)
+    code, out, _ = cli("gallery", "delete", "bob", "--gallery", enrolled)
+    assert code == 0 and "deleted bob (1 shot(s))" in out
+    assert snapshot(enrolled)[0] == [("alice", 3)]
+    code, _, err = cli("gallery", "delete", "bob", "--gallery", enrolled)
+    assert_one_error_line(code, err, "no person named 'bob'")
+
+
+def test_bad_enrollment_input_changes_nothing(cli, enrolled, orl, retail_0095, shared_data, tmp_path):
+    import cv2
+
+    from lafs_edge.image import read_image, write_image
+
+    before = snapshot(enrolled)
+    fp16 = retail_0095["FP16"]
+    wall = tmp_path / "wall.png"   # a real photo region without a face
+    write_image(wall, read_image(shared_data / "photos" / "sample1.jpg")[0:300, 0:250])
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(3000))
+    blurred = tmp_path / "blurred.png"
+    write_image(blurred, cv2.GaussianBlur(read_image(orl(4, 1)), (0, 0), 3))
+    cases = [
+        ((orl(4, 1), wall), "no face found"),
+        ((orl(4, 1), shared_data / "photos" / "sample1.jpg"), "3 faces found"),
+        ((orl(4, 1), corrupt), "not a readable image"),
+        ((tmp_path / "missing.jpg",), "image not found"),
+        ((blurred,), "passed the quality gate"),
+    ]
+    for images, message in cases:
+        code, out, err = cli("enroll", "carol", *images, "--model", fp16, "--gallery", enrolled)
+        assert_one_error_line(code, err, message)
+        assert snapshot(enrolled) == before
+    code, _, err = cli("enroll", "alice", orl(1, 1), "--model", fp16, "--gallery", enrolled)
+    assert_one_error_line(code, err, "nothing enrolled", "near-duplicate")
+    assert snapshot(enrolled) == before
+
+
+def test_other_model_and_bad_files_are_refused(cli, enrolled, orl, retail_0095, tmp_path):
+    before = snapshot(enrolled)
+    int8 = retail_0095["FP16-INT8"]
+    code, _, err = cli("identify", orl(1, 7), "--model", int8, "--gallery", enrolled)
+    assert_one_error_line(code, err, "fingerprint", "cannot be compared")
+    code, _, err = cli("enroll", "dave", orl(5, 1), "--model", int8, "--gallery", enrolled)
+    assert_one_error_line(code, err, "fingerprint")
+    other = tmp_path / "int8.db"
+    assert cli("enroll", "erin", orl(6, 1), "--model", int8, "--gallery", other)[0] == 0
+    assert cli("gallery", "export", tmp_path / "int8.json", "--gallery", other)[0] == 0
+    code, _, err = cli("gallery", "import", tmp_path / "int8.json", "--gallery", enrolled)
+    assert_one_error_line(code, err, "fingerprint")
+    assert snapshot(enrolled) == before
+    code, _, err = cli("identify", orl(1, 7), "--model", retail_0095["FP16"],
+                       "--gallery", tmp_path / "absent.db")
+    assert_one_error_line(code, err, "no gallery")
+    assert not (tmp_path / "absent.db").exists()
+    not_db = tmp_path / "not.db"
+    not_db.write_bytes(os.urandom(2048))
+    code, _, err = cli("gallery", "list", "--gallery", not_db)
+    assert_one_error_line(code, err, "not a lafs-edge gallery")
+
+
+def test_identify_photo_without_face(cli, enrolled, retail_0095, shared_data, tmp_path):
+    from lafs_edge.image import read_image, write_image
+
+    wall = tmp_path / "wall.png"
+    write_image(wall, read_image(shared_data / "photos" / "sample1.jpg")[0:300, 0:250])
+    code, out, _ = cli("identify", wall, "--model", retail_0095["FP16"], "--gallery", enrolled)
+    assert code == 1 and out.strip() == f"{wall}: no face found"
+
+
+def test_fetch_models_command(cli, mediapipe_models):
+    code, out, _ = cli("fetch-models")
+    paths = out.strip().splitlines()
+    assert code == 0 and len(paths) == 3 and all(os.path.isfile(p) for p in paths)

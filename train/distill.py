@@ -1,0 +1,233 @@
+"""Distillation: a teacher's embeddings into an edge student, on unlabelled faces.
+
+Teacher targets are computed on every augmented view (no precomputed targets), which is the
+exact supervision for strong augmentation (DESIGN.md section 3): each face is warped once per
+step with a random small pose (flip, rotation, scale, shift) for the student's 112x112 ArcFace
+crop AND, when the teacher expects another crop (an external model's template and size), for
+the teacher's crop of the same view: M_teacher = C A M_student with C = M_t M_s^-1 the change
+from the student's template to the teacher's, computed from the face's own 5 points (or the
+template-to-template similarity for pre-aligned crops), so both are cut from the original
+pixels. The same photometric draw (colour jitter, grey, blur) then goes to both crops.
+
+Loss = embedding_weight x (cosine: 1 - cos(P s, t) | l2: ||P s - t||^2 / D)
+     + landmark_weight x mean squared landmark error / 112^2 (student landmark CNN follows the
+       teacher's points; only when both are part fViTs with the SAME number of landmarks: with
+       different counts there is no point-to-point correspondence, and the run refuses)
+     + margin_weight x CosFace/ArcFace (only with labels: data.format=folder, data.labelled)
+P is a linear projection (dropped at export) when the widths differ.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+
+from ..align import CROP_SIZE
+from ..errors import UserError
+from ..models import PartViT, create_model, load_model, save_checkpoint
+from .loop import DistInfo, SeededDataset, Task, Trainer, TrainResult, wrap_ddp
+from .partial_fc import build_margin_loss
+from .sources import (NO_LABEL, build_source, chw_uint8, normalise, student_matrix,
+                      template_change, warp)
+from .supervised import split_decay
+from .teachers import TeacherGeometry, load_teacher, teacher_geometry
+from .views import Photometric, generator, per_view
+
+
+def random_pose(rng: np.random.Generator, aug: dict[str, Any], size: int = CROP_SIZE) -> np.ndarray:
+    """3x3 affine on crop pixels: flip, rotation, scale about the centre, then a shift."""
+    centre = (size - 1) / 2
+    angle = np.deg2rad(rng.uniform(-aug["rotate_deg"], aug["rotate_deg"]))
+    scale = rng.uniform(*aug["scale"])
+    shift = rng.uniform(-aug["shift"], aug["shift"], 2) * size
+    flip = -1.0 if rng.random() < aug["flip"] else 1.0
+    cos, sin = scale * np.cos(angle), scale * np.sin(angle)
+    linear = np.array([[cos, -sin], [sin, cos]]) @ np.diag([flip, 1.0])
+    matrix = np.eye(3)
+    matrix[:2, :2] = linear
+    matrix[:2, 2] = centre + shift - linear @ np.array([centre, centre])
+    return matrix
+
+
+class DistillViews:
+    """(image, points, label), rng -> {"student": (3, 112, 112), ["teacher": (3, H, W)],
+    "label"}: one random pose, cut for the student's crop and (if different) the teacher's."""
+
+    def __init__(self, aug: dict[str, Any], teacher: TeacherGeometry):
+        self.aug, self.teacher = aug, teacher
+
+    def __call__(self, item, rng: np.random.Generator) -> dict[str, Any]:
+        image, points, label = item
+        m_student = student_matrix(points)
+        pose = random_pose(rng, self.aug)
+        crop = warp(image, pose @ m_student, CROP_SIZE, CROP_SIZE)
+        out = {"student": chw_uint8(crop), "label": int(label)}
+        if not self.teacher.is_student_crop:
+            change = template_change(points, self.teacher.template)
+            width, height = self.teacher.crop_size
+            out["teacher"] = chw_uint8(warp(image, change @ pose @ m_student, width, height))
+        return out
+
+
+class Student(nn.Module):
+    """The student and its projection to the teacher's width: -> (embedding, projected,
+    landmarks or None)."""
+
+    def __init__(self, model: nn.Module, projection: nn.Module):
+        super().__init__()
+        self.model, self.projection = model, projection
+
+    def forward(self, images: torch.Tensor):
+        if isinstance(self.model, PartViT):
+            emb, points, _ = self.model.forward_with_landmarks(images)
+        else:
+            emb, points = self.model(images), None
+        return emb, self.projection(emb), points
+
+
+def embedding_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    student, teacher = student.float(), teacher.float()
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(student, teacher, dim=1)).mean()
+    if kind == "l2":
+        return F.mse_loss(student, teacher)
+    raise UserError(f"distill.loss must be cosine or l2, got {kind!r}")
+
+
+class DistillTask(Task):
+    def __init__(self, cfg: dict[str, Any], num_classes: int = 0):
+        self.cfg, self.num_classes = cfg, num_classes
+
+    def setup(self, info: DistInfo) -> None:
+        cfg, d, self.info = self.cfg, self.cfg["distill"], info
+        self.teacher = load_teacher(d["teacher"], info.device)
+        model = self.build_student()
+        self.check_landmark_distillation(model)
+        projection = self.build_projection(model.embedding_dim)
+        self.student = Student(model, projection).to(info.device).train()
+        self.student_ddp = wrap_ddp(self.student, info)
+        self.margin_loss, self.sharded = None, False
+        if d["margin_weight"] > 0:
+            if self.num_classes < 2:
+                raise UserError("distill.margin_weight > 0 needs labels: data.format=folder with "
+                                "identity folders and data.labelled=true")
+            margin, self.sharded = build_margin_loss(model.embedding_dim, self.num_classes,
+                                                     cfg["head"], int(cfg["seed"]))
+            self.margin_loss = margin.to(info.device)
+            self.head = self.margin_loss if self.sharded else wrap_ddp(self.margin_loss, info)
+        self.photometric = Photometric.from_config(cfg["augment"])
+
+    def build_student(self) -> nn.Module:
+        model_cfg = self.cfg["model"]
+        if model_cfg["init"]:
+            return load_model(model_cfg["init"]).train()
+        return create_model(model_cfg["arch"], **model_cfg["overrides"])
+
+    def build_projection(self, width: int) -> nn.Module:
+        mode, target = self.cfg["distill"]["projection"], self.teacher.embedding_dim
+        if mode not in ("auto", "always", "never"):
+            raise UserError(f"distill.projection must be auto, always or never, got {mode!r}")
+        if mode == "never" or (mode == "auto" and width == target):
+            if width != target:
+                raise UserError(f"student width {width} != teacher width {target}: use "
+                                "distill.projection=auto")
+            return nn.Identity()
+        return nn.Linear(width, target)
+
+    def check_landmark_distillation(self, model: nn.Module) -> None:
+        if self.cfg["distill"]["landmark_weight"] <= 0:
+            return
+        if not (self.teacher.has_landmarks and isinstance(model, PartViT)):
+            raise UserError("distill.landmark_weight > 0 needs a part_fvit teacher checkpoint and "
+                            "a part_fvit student")
+        n_teacher = self.teacher.model.num_landmarks
+        if n_teacher != model.num_landmarks:
+            raise UserError(f"landmark distillation needs the same number of landmarks (teacher "
+                            f"{n_teacher}, student {model.num_landmarks}): set "
+                            f"model.overrides.num_landmarks={n_teacher} or landmark_weight=0")
+
+    def state_modules(self) -> dict[str, nn.Module]:
+        modules = {"student": self.student}
+        if self.margin_loss is not None:
+            modules["head"] = self.margin_loss
+        return modules
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        modules = [self.student] + ([self.margin_loss] if self.margin_loss is not None else [])
+        return split_decay(modules)
+
+    def ddp_modules(self) -> list[nn.Module]:
+        candidates = [self.student_ddp] + ([self.head] if self.margin_loss is not None else [])
+        return [m for m in candidates if isinstance(m, DistributedDataParallel)]
+
+    def sharded_parameters(self) -> list[nn.Parameter]:
+        return list(self.margin_loss.parameters()) if self.sharded else []
+
+    def batch_images(self, batch) -> int:
+        return int(batch["student"].shape[0])
+
+    def augment(self, batch, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same photometric draw on the student's and the teacher's crops of each view."""
+        aug, device = self.cfg["augment"], self.info.device
+        student = normalise(batch["student"].to(device, non_blocking=True))
+        teacher = normalise(batch["teacher"].to(device, non_blocking=True)) \
+            if "teacher" in batch else None
+        slot = micro * self.info.world + self.info.rank
+        n = student.shape[0]
+        params = self.photometric.draw(n, per_view([aug["blur_prob"]], n),
+                                       per_view([aug["solarize_prob"]], n),
+                                       generator(int(self.cfg["seed"]), step, slot, 4))
+        student = self.photometric.apply(student, params)
+        if teacher is None:
+            return student, student
+        return student, self.photometric.apply(teacher, params, teacher.shape[-1] / CROP_SIZE)
+
+    def loss(self, batch, step: int, micro: int):
+        d = self.cfg["distill"]
+        student_views, teacher_views = self.augment(batch, step, micro)
+        target, target_points = self.teacher(teacher_views)
+        emb, projected, points = self.student_ddp(student_views)
+        loss = d["embedding_weight"] * embedding_loss(d["loss"], projected, target)
+        metrics = {"teacher_cosine": float(F.cosine_similarity(projected.detach().float(),
+                                                               target, dim=1).mean())}
+        if d["landmark_weight"] > 0:
+            landmark = F.mse_loss(points.float() / CROP_SIZE, target_points / CROP_SIZE)
+            loss = loss + d["landmark_weight"] * landmark
+            metrics["landmark_mse"] = float(landmark)
+        if self.margin_loss is not None:
+            labels = batch["label"].to(self.info.device)
+            if bool((labels == NO_LABEL).any()):
+                raise UserError("distill.margin_weight > 0 but some images have no identity")
+            margin = self.head(emb, labels)
+            loss = loss + d["margin_weight"] * margin
+            metrics["margin_loss"] = float(margin)
+        return loss, metrics
+
+    def export(self, path: Path, **extra: Any) -> None:
+        save_checkpoint(self.student.model, path,
+                        distill={"teacher": self.teacher.name, "loss": self.cfg["distill"]["loss"]},
+                        **extra)
+
+
+def build_dataset(cfg: dict[str, Any]) -> tuple[Dataset, int]:
+    """(SeededDataset of view dicts, number of identities (0 without labels))."""
+    labelled = bool(cfg["data"]["labelled"])
+    source = build_source(cfg["data"], int(cfg["seed"]), labelled=labelled)
+    views = DistillViews(cfg["augment"], teacher_geometry(cfg["distill"]["teacher"]))
+    return SeededDataset(source, views, int(cfg["seed"])), int(getattr(source, "num_classes", 0))
+
+
+def train(cfg: dict[str, Any], task: DistillTask | None = None) -> TrainResult:
+    """Run (or resume) distillation as configured."""
+    if not cfg["distill"]["teacher"]:
+        raise UserError("distill.teacher is required: a model.pt, an artifact folder, or a "
+                        "teacher YAML (e.g. train/configs/teachers/retail_0095.yaml)")
+    dataset, num_classes = build_dataset(cfg)
+    task = task or DistillTask(cfg, num_classes)
+    return Trainer(cfg, task, dataset).fit()

@@ -1,0 +1,186 @@
+"""1:1 verification metrics from similarity scores, and the InsightFace `.bin` pair sets.
+
+Scores are cosine similarities (higher = more alike); a pair is called "same" when its score is
+>= the threshold. Conventions follow InsightFace's `verification.py`: 10 contiguous folds in
+file order, the threshold that maximises accuracy on 9 folds is applied to the 10th. Instead of
+InsightFace's fixed threshold grid the best threshold is searched exactly (every gap between
+sorted training scores), which can only match or beat the grid's training accuracy.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import UserError
+from ...fileio import atomic_write
+
+DEFAULT_FARS = (1e-2, 1e-3, 1e-4, 1e-5)
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+
+
+def _check(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    issame = np.asarray(issame, dtype=bool).ravel()
+    if scores.shape != issame.shape or scores.size == 0:
+        raise UserError(f"need one score per pair, got {scores.size} scores for {issame.size} labels")
+    if not np.all(np.isfinite(scores)):
+        raise UserError("scores contain NaN or inf (a model or embedding problem)")
+    return scores, issame
+
+
+def roc_curve(scores, issame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) at every distinct score, thresholds decreasing, starting at +inf
+    (nothing accepted). Same convention as scikit-learn's `roc_curve(drop_intermediate=False)`."""
+    scores, issame = _check(scores, issame)
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_same = scores[order], issame[order]
+    # Last index of each run of equal scores: all pairs at a threshold are accepted together.
+    last = np.r_[np.nonzero(np.diff(sorted_scores))[0], sorted_scores.size - 1]
+    true_accepts = np.cumsum(sorted_same)[last]
+    false_accepts = (last + 1) - true_accepts
+    positives, negatives = issame.sum(), (~issame).sum()
+    if positives == 0 or negatives == 0:
+        raise UserError("ROC needs both genuine and impostor pairs")
+    tpr = np.r_[0.0, true_accepts / positives]
+    fpr = np.r_[0.0, false_accepts / negatives]
+    return fpr, tpr, np.r_[np.inf, sorted_scores[last]]
+
+
+def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far: float) -> float:
+    """The highest true-accept rate over thresholds whose false-accept rate is <= `far`."""
+    return float(tpr[fpr <= far].max())
+
+
+def best_threshold(scores: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
+    """(threshold, accuracy) maximising accuracy of `score >= threshold` on these pairs.
+
+    The threshold is the midpoint of the best gap between neighbouring distinct scores (or
+    just outside the range when accepting all or none is best); among equally accurate
+    thresholds the highest wins (fewest false accepts)."""
+    fpr, tpr, thresholds = roc_curve(scores, issame)
+    positives, negatives = issame.sum(), (~issame).sum()
+    correct = tpr * positives + (1 - fpr) * negatives
+    best = int(np.argmax(correct))
+    distinct = thresholds[1:]
+    if best == 0:  # reject everything
+        threshold = distinct[0] + 1e-6
+    elif best == len(distinct):  # accept everything
+        threshold = distinct[-1]
+    else:
+        threshold = (distinct[best - 1] + distinct[best]) / 2
+    return float(threshold), float(correct[best] / issame.size)
+
+
+def kfold_accuracy(scores, issame, folds: int = 10) -> dict:
+    """Mean and std of test-fold accuracy with the threshold chosen on the other folds."""
+    scores, issame = _check(scores, issame)
+    if scores.size < folds:
+        raise UserError(f"{scores.size} pairs cannot make {folds} folds")
+    accuracies, thresholds = [], []
+    for test in np.array_split(np.arange(scores.size), folds):
+        train = np.setdiff1d(np.arange(scores.size), test)
+        threshold, _ = best_threshold(scores[train], issame[train])
+        accuracies.append(np.mean((scores[test] >= threshold) == issame[test]))
+        thresholds.append(threshold)
+    return {"accuracy": float(np.mean(accuracies)), "accuracy_std": float(np.std(accuracies)),
+            "threshold": float(np.mean(thresholds)), "fold_accuracies": [float(a) for a in accuracies]}
+
+
+def verification_report(scores, issame, fars=DEFAULT_FARS, folds: int = 10) -> dict:
+    """Accuracy (k-fold), AUC, TAR at each FAR (with whether enough impostors exist to resolve it)."""
+    scores, issame = _check(scores, issame)
+    fpr, tpr, _ = roc_curve(scores, issame)
+    negatives = int((~issame).sum())
+    report = {"pairs": int(scores.size), "genuine": int(issame.sum()), "impostor": negatives,
+              **kfold_accuracy(scores, issame, folds), "auc": float(_trapezoid(tpr, fpr)),
+              "tar_at_far": {}}
+    for far in fars:
+        report["tar_at_far"][f"{far:g}"] = {"tar": tar_at_far(fpr, tpr, far),
+                                           "resolvable": bool(negatives * far >= 1)}
+    return report
+
+
+def pair_scores(embeddings: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Cosine similarity of rows `first[i]` and `second[i]` of L2-normalised `embeddings`."""
+    return np.einsum("ij,ij->i", embeddings[first], embeddings[second]).astype(np.float64)
+
+
+def make_pairs(labels, seed: int = 0, max_genuine: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, issame): every genuine pair (or `max_genuine` of them) and as many impostor
+    pairs drawn without repeats, shuffled with `seed` so folds mix both kinds."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    i, j = np.triu_indices(labels.size, k=1)
+    same = labels[i] == labels[j]
+    genuine = np.nonzero(same)[0]
+    impostor = np.nonzero(~same)[0]
+    if genuine.size == 0 or impostor.size == 0:
+        raise UserError("need at least two images of one identity and two identities for pairs")
+    if max_genuine is not None and genuine.size > max_genuine:
+        genuine = rng.choice(genuine, max_genuine, replace=False)
+    impostor = rng.choice(impostor, min(genuine.size, impostor.size), replace=False)
+    chosen = rng.permutation(np.r_[genuine, impostor])
+    return i[chosen], j[chosen], same[chosen]
+
+
+# --- InsightFace .bin pair sets (LFW, CFP-FP, AgeDB-30) ----------------------------------------
+
+# Python 3's pickle protocol 2 stores bytes as _codecs.encode(text, "latin1"); numpy bool arrays
+# need their reconstructor. Nothing else may be looked up, so a file cannot run code.
+_ALLOWED_GLOBALS = {
+    ("_codecs", "encode"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
+    """(encoded images, issame) of an InsightFace `.bin`: images 2i and 2i+1 form pair i."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f".bin file not found: {path}")
+    try:
+        payload = _RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise UserError(f"{path}: not a valid InsightFace .bin ({e})") from None
+    if not (isinstance(payload, (tuple, list)) and len(payload) == 2):
+        raise UserError(f"{path}: expected a (images, issame) pair")
+    bins, issame = payload
+    images = [_as_bytes(item, path) for item in bins]
+    issame = _as_bool_array(issame, path)
+    if len(images) != 2 * issame.size:
+        raise UserError(f"{path}: {len(images)} images for {issame.size} pairs (need 2 per pair)")
+    return images, issame
+
+
+def _as_bytes(item, path: Path) -> bytes:
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 1:
+        return item.tobytes()
+    raise UserError(f"{path}: image entries must be encoded bytes, found {type(item).__name__}")
+
+
+def _as_bool_array(issame, path: Path) -> np.ndarray:
+    if isinstance(issame, np.ndarray) and issame.dtype == bool:
+        return issame.ravel()
+    if isinstance(issame, (list, tuple)) and all(isinstance(v, (bool, np.bool_)) for v in issame):
+        return np.array(issame, dtype=bool)
+    raise UserError(f"{path}: issame must be a list of booleans or a boolean array")
+
+
+def write_bin(path: str | os.PathLike, images: list[bytes], issame) -> None:
+    """Write a `.bin` in InsightFace's layout (for tests and small custom pair sets)."""
+    with atomic_write(path) as f:
+        pickle.dump((list(images), [bool(v) for v in issame]), f, protocol=2)
