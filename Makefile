@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml setup.py constraints-cpu.txt
 	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test]"
 	@touch $@
 
+# One pytest process per area (tests/run_groups.py says why); PYTEST_ARGS go to each.
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python tests/run_groups.py -q $(PYTEST_ARGS)
 
 quickstart: install
 	$(BIN)/python -m lafs_edge.apps.quickstart $(ARGS)

@@ -54,7 +54,10 @@ def torch_median(model: torch.nn.Module, batch: int, threads: int, runs: int, wa
 
 
 def bench_artifact(folder: Path, manifest: Manifest, model: torch.nn.Module, batches=(1, 8),
-                   threads=(1, 0), runs: int = 100, warmup: int = 10) -> list[dict[str, Any]]:
+                   threads=(1, 0), runs: int = 100, warmup: int = 10,
+                   pytorch_cache: dict | None = None) -> list[dict[str, Any]]:
+    """Rows for one artifact. `pytorch_cache` shares the PyTorch timings between artifacts of
+    the same source model within one run (keyed by the source checkpoint's hash or record)."""
     from ..models import count_flops
 
     all_threads = os.cpu_count() or 1
@@ -69,7 +72,11 @@ def bench_artifact(folder: Path, manifest: Manifest, model: torch.nn.Module, bat
             runtime = open_runtime(folder, threads=count)
         for batch in batches:
             row = {**base, "threads": count, "batch": batch}
-            reference = torch_median(model, batch, count, runs, warmup)
+            key = (_source_key(manifest), batch, count)
+            cache = pytorch_cache if pytorch_cache is not None else {}
+            if key not in cache:
+                cache[key] = torch_median(model, batch, count, runs, warmup)
+            reference = cache[key]
             row["pytorch_median_ms"] = reference["median_ms"]
             if runtime is None:
                 row["note"] = "Core ML runs on macOS/iOS only"
@@ -80,6 +87,12 @@ def bench_artifact(folder: Path, manifest: Manifest, model: torch.nn.Module, bat
                 row["speedup_vs_pytorch"] = reference["median_ms"] / row["median_ms"]
             rows.append(row)
     return rows
+
+
+def _source_key(manifest: Manifest) -> str:
+    import json
+
+    return manifest.source_checkpoint_sha256 or json.dumps(manifest.parity.get("source"), sort_keys=True)
 
 
 def _input(manifest: Manifest, batch: int) -> np.ndarray:

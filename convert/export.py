@@ -99,6 +99,28 @@ class ExportModel(nn.Module):
         return np.ascontiguousarray(nchw.transpose(0, 2, 3, 1) if self.layout == "NHWC" else nchw)
 
 
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` (eval) with every Conv2d -> BatchNorm2d pair folded into the conv.
+
+    Lossless in eval mode. OpenVINO's frontend folds them too, but renames the fused conv
+    (`Multiply_123`), which hides it from NNCF's ignored scope; folded here, the conv keeps its
+    module path."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module[i] = fuse_conv_bn_eval(conv, norm)
+                module[i + 1] = nn.Identity()
+    return fused
+
+
 def build_artifact(model: nn.Module, target: str, precision: str, folder: str | os.PathLike,
                    calib: np.ndarray | None, float_groups: list[str], finish) -> Path:
     """Convert into a temporary folder, let `finish(tmp, converted)` write the manifest, then

@@ -3,31 +3,44 @@ int8 = NNCF post-training quantization on real aligned faces, with the groups th
 `quantize.choose_float_groups` found sensitive left in float (NNCF ignored scope)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .export import Converted, ExportModel
+from .export import Converted, ExportModel, fuse_batchnorm
 
 
 def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarray | None,
            float_groups: list[str]) -> Converted:
     import openvino as ov
 
-    wrapped = ExportModel(model, "NCHW")
+    wrapped = ExportModel(fuse_batchnorm(model), "NCHW")
     size = model.image_size
-    ov_model = to_openvino(wrapped, size)
     kept_float: list[str] = []
-    if precision == "int8":
-        from .quantize import module_paths
+    with quiet():
+        ov_model = to_openvino(wrapped, size)
+        if precision == "int8":
+            from .quantize import float_paths
 
-        ov_model = nncf_quantize(ov_model, wrapped, calib, module_paths(wrapped, float_groups))
-        kept_float = list(float_groups)
+            ov_model = nncf_quantize(ov_model, wrapped, calib, float_paths(wrapped, float_groups))
+            kept_float = list(float_groups)
     ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=precision == "fp16")
     return Converted("model.xml", [-1, 3, size, size], weights_file="model.bin",
                      kept_float=kept_float)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Tracer warnings and NNCF's progress bars are noise on a command line."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
 
 
 def to_openvino(wrapped: ExportModel, size: int):
@@ -42,8 +55,9 @@ def to_openvino(wrapped: ExportModel, size: int):
 
 def ignored_patterns(groups: list[str]) -> list[str]:
     """Module paths of the wrapped model -> regexes over OpenVINO node names, which the
-    TorchScript frontend writes as `__module.<path>/aten::op/Type`."""
-    return [rf"__module\.{re.escape(g)}[./].*" for g in groups]
+    TorchScript frontend writes as `__module.<path>/aten::op/Type` ("path$": own ops only)."""
+    return [rf"__module\.{re.escape(g[:-1])}/.*" if g.endswith("$") else rf"__module\.{re.escape(g)}[./].*"
+            for g in groups]
 
 
 def nncf_quantize(ov_model, wrapped: ExportModel, calib: np.ndarray, float_paths: list[str]):

@@ -18,15 +18,18 @@ from .verify import require_labels, torch_embeddings, verify_artifact
 
 def export_models(model_arg: str, targets: list[str], precision: str, out: str | Path,
                   calib: str | None = None, calib_count: int = 128, pairs: str | None = None,
+                  pairs_count: int | None = None,
                   name: str | None = None, sampler: str | None = None,
                   overrides: dict[str, Any] | None = None) -> list[tuple[Path, Manifest]]:
     model, source, checkpoint = load_source(model_arg, overrides)
-    if sampler:
-        if not hasattr(model, "sampler"):
-            raise UserError(f"--sampler applies to part fViT models, not {model.arch}")
-        model.sampler = sampler
+    if sampler and not hasattr(model, "sampler"):
+        raise UserError(f"--sampler applies to part fViT models, not {model.arch}")
+    if hasattr(model, "sampler"):
+        # Deploy the gather form unless asked otherwise, whatever the model trained with
+        # (training may use grid_sample for speed: the two agree within 1e-5).
+        model.sampler = sampler or "gather"
     calib_faces = load_faces(calib, limit=calib_count) if calib else None
-    pair_faces = _pair_faces(pairs, calib_faces)
+    pair_faces = _pair_faces(pairs, pairs_count, calib_faces)
     calib_input = calib_faces.model_input() if calib_faces is not None else None
     extra: dict[str, Any] = {"source": source}
     if getattr(model, "sampler", None):
@@ -59,9 +62,9 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
     return results
 
 
-def _pair_faces(pairs: str | None, calib_faces: FaceSet | None) -> FaceSet | None:
+def _pair_faces(pairs: str | None, count: int | None, calib_faces: FaceSet | None) -> FaceSet | None:
     if pairs:
-        faces = load_faces(pairs)
+        faces = load_faces(pairs, limit=count)
         require_labels(faces, "--pairs")
         return faces
     if calib_faces is not None and calib_faces.labels is not None:

@@ -6,8 +6,9 @@ weights per output channel, symmetric int8; activations per tensor, asymmetric i
 (`ExportModel`): for part fViT the landmark CNN trunk, the landmark head (the coordinates), the
 patch sampler, the patch embedding, every block and the final LayerNorm; for MobileFaceNet every
 stage. Each group is quantized alone and the mean cosine to the float model measured; a group
-whose drop exceeds `tolerance` stays float in the real int8 export (OpenVINO ignored scope,
-LiteRT PT2E module filter).
+whose drop exceeds `tolerance` stays float, and then the most sensitive remaining groups too
+until the simulated int8 model reaches TARGET_COSINE; those groups stay float in the real int8
+export (OpenVINO ignored scope, LiteRT PT2E module filter).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from torch import nn
 from .export import ExportModel, PatchSampler
 
 TOLERANCE = 0.002  # largest mean-cosine drop one group may cost
+TARGET_COSINE = 0.995  # simulated int8 model vs float, on the calibration faces (margin over 0.99)
 QUANTIZED_TYPES = (nn.Conv2d, nn.Linear, nn.LayerNorm, PatchSampler)
 
 
@@ -64,9 +66,18 @@ def quant_groups(wrapped: ExportModel) -> dict[str, list[str]]:
     return {**groups, "gdc": ["model.gdc"], "embed": ["model.embed"]}
 
 
-def module_paths(wrapped: ExportModel, labels: list[str]) -> list[str]:
+# Always float in part fViT int8 exports, whatever the measurement: the patch sampler and the ops
+# directly in the landmark CNN (the min-max rescale to pixel coordinates). They hold no weights
+# and cost almost nothing, while int8 there moves patches (a coordinate step of 111/255 px) and
+# PT2E cannot even observe their integer index arithmetic. "path$" = that module's own ops only.
+ALWAYS_FLOAT_PART_VIT = ["sampler", "model.landmarks$"]
+
+
+def float_paths(wrapped: ExportModel, labels: list[str]) -> list[str]:
+    """Module paths a backend must leave float: the chosen groups plus the always-float ops."""
     groups = quant_groups(wrapped)
-    return [path for label in labels for path in groups[label]]
+    paths = [path for label in labels for path in groups[label]]
+    return paths + (ALWAYS_FLOAT_PART_VIT if wrapped.is_part_vit else [])
 
 
 def choose_float_groups(model: nn.Module, calib: np.ndarray, tolerance: float = TOLERANCE,
@@ -80,14 +91,26 @@ def choose_float_groups(model: nn.Module, calib: np.ndarray, tolerance: float = 
         ranges = observe_ranges(wrapped, images)
         drops = {label: 1 - cosine(simulate(wrapped, images, paths, ranges), reference)
                  for label, paths in groups.items()}
-        float_groups = [g for g in groups if drops[g] > tolerance]
-        quantized = [path for g, paths in groups.items() if g not in float_groups for path in paths]
         all_int8 = cosine(simulate(wrapped, images, sum(groups.values(), []), ranges), reference)
-        mixed = cosine(simulate(wrapped, images, quantized, ranges), reference)
+        float_groups = [g for g in groups if drops[g] > tolerance]
+        mixed = _mixed_cosine(wrapped, images, groups, float_groups, ranges, reference)
+        # Small drops add up: keep the next most sensitive group float until the whole model
+        # meets the target (or nothing is left to quantize).
+        for group in sorted(groups, key=drops.get, reverse=True):
+            if mixed >= TARGET_COSINE:
+                break
+            if group not in float_groups:
+                float_groups.append(group)
+                mixed = _mixed_cosine(wrapped, images, groups, float_groups, ranges, reference)
     result = Sensitivity(drops, float_groups, all_int8, mixed, tolerance=tolerance, faces=len(calib))
     if with_torchao:
         result.torchao_dynamic_cosine = torchao_dynamic_cosine(model, images, reference)
     return result
+
+
+def _mixed_cosine(wrapped, images, groups, float_groups, ranges, reference) -> float:
+    quantized = [path for g, paths in groups.items() if g not in float_groups for path in paths]
+    return cosine(simulate(wrapped, images, quantized, ranges), reference)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -30,10 +30,10 @@ def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarr
     path = folder / "model.tflite"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         if precision == "int8":
-            from .quantize import module_paths
+            from .quantize import float_paths
 
             data = _convert_int8(wrapped, example, wrapped.to_layout(calib),
-                                 module_paths(wrapped, float_groups))
+                                 float_paths(wrapped, float_groups))
         else:
             data = _convert_float(wrapped, example)
             if precision == "fp16":
@@ -85,10 +85,6 @@ def _convert_int8(wrapped: ExportModel, example: torch.Tensor, calib: np.ndarray
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    # Always float here: the sampler (its integer index arithmetic would get observers that
-    # cannot run) and the ops directly in the landmark CNN, i.e. the min-max rescale to pixel
-    # coordinates (its integer scalar `* (S - 1)` likewise); so the coordinates are float.
-    float_paths = list(float_paths) + (["sampler", "model.landmarks$"] if wrapped.is_part_vit else [])
     quantizer = _scoped_quantizer(float_paths)
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
     graph_module = torch.export.export(wrapped, (example,)).module()

@@ -52,13 +52,26 @@ def verification_accuracy(embeddings: np.ndarray, labels: np.ndarray) -> float:
 
 def compare(artifact: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
     cos = np.einsum("ij,ij->i", artifact, reference)
+    # Centred on the PyTorch mean embedding: the face-specific part. A weakly trained model whose
+    # embeddings all point one way has cosine ~1 whatever the artifact does; this one still tells.
+    centre = reference.mean(0)
+    centred = np.einsum("ij,ij->i", normalise(artifact - centre), normalise(reference - centre))
     report: dict[str, Any] = {"faces": int(len(cos)), "mean_cosine": float(cos.mean()),
                               "min_cosine": float(cos.min()),
-                              "max_abs_error": float(np.abs(artifact - reference).max())}
+                              "max_abs_error": float(np.abs(artifact - reference).max()),
+                              "centred_mean_cosine": float(centred.mean()),
+                              "mean_pairwise_cosine": float(_mean_pairwise(reference))}
     if labels is not None:
         report["accuracy"] = verification_accuracy(artifact, labels)
         report["accuracy_pytorch"] = verification_accuracy(reference, labels)
     return report
+
+
+def _mean_pairwise(embeddings: np.ndarray) -> float:
+    """Mean cosine between different faces: near 1 means the model barely tells faces apart."""
+    n = len(embeddings)
+    total = embeddings.sum(0)
+    return (float(total @ total) - n) / max(n * (n - 1), 1)
 
 
 def failures(report: dict[str, Any], precision: str) -> list[str]:

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "manifest-external": ("lafs_edge.commands.manifest_external", "write a manifest.json for the external face-reidentification-retail-0095 model"),
     "enroll": ("lafs_edge.commands.enroll", "enroll a person from photos into a gallery"),
     "identify": ("lafs_edge.commands.identify", "detect, align, embed and name every face in photos"),
+    "adapt": ("lafs_edge.commands.adapt", "train the on-device head on the enrolled people (seconds, CPU)"),
+    "demo": ("lafs_edge.commands.demo", "live recognition: camera window, or a video/folder to an annotated file"),
     "gallery list": ("lafs_edge.commands.gallery_list", "list the enrolled people"),
     "gallery delete": ("lafs_edge.commands.gallery_delete", "remove a person (rows deleted, file vacuumed)"),
     "gallery export": ("lafs_edge.commands.gallery_export", "write the gallery to a portable file"),

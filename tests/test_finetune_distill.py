@@ -110,19 +110,19 @@ def test_layer_wise_lr_decay():
 
 @pytest.mark.slow
 def test_finetune_smoke_run_on_a_kshot_orl_subset(shared_data, tmp_path):
-    """4-shot ORL (40 people x 4 images) from a pretrained tiny checkpoint: loss falls, resumes,
+    """4-shot ORL (40 people x 4 images, batch 16) from a pretrained tiny checkpoint: loss falls, resumes,
     the k-shot list is recorded."""
     pretrained = tiny_checkpoint(tmp_path / "pre.pt", seed=1)
     stage1 = tiny_checkpoint(tmp_path / "stage1.pt", seed=2)
     out = tmp_path / "ft"
     args = ["train", "finetune", "--config", "finetune_smoke", f"finetune.pretrained={pretrained}",
             f"finetune.landmarks={stage1}", f"data.root={shared_data / 'orl'}", f"output_dir={out}",
-            "data.num_workers=0", "optim.batch_size=8", "optim.max_steps=24", "optim.lr=3e-3",
-            "train.checkpoint_every=12", "train.progress=false", "train.log_every=1"]
-    assert main([*args, "train.stop_after=12"]) == 0
+            "data.num_workers=0", "optim.max_steps=20", "train.checkpoint_every=10",
+            "train.progress=false", "train.log_every=1"]
+    assert main([*args, "train.stop_after=10"]) == 0
     assert main(args) == 0
     losses = [r["loss"] for r in metrics(out)]
-    assert len(losses) == 24 and np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.3, losses
+    assert len(losses) == 20 and np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses
     entries = [line for line in (out / "kshot.lst").read_text().splitlines()
                if not line.startswith("#")]
     assert len(entries) == 160
@@ -259,3 +259,4 @@ def test_distill_smoke_run_from_the_external_teacher(shared_data, shared_models,
     checkpoint = torch.load(out / "model.pt", weights_only=True)
     assert checkpoint["distill"]["teacher"] == "face-reidentification-retail-0095"
     assert not any(k.startswith("projection") for k in checkpoint["state_dict"])
+    assert checkpoint["distill"]["projection"]["weight"].shape == (256, 32)

@@ -32,7 +32,7 @@ TINY = [TINY_OVERRIDES, "model.arch=part_fvit_tiny", "landmarks.allow_random=tru
         "data.format=synthetic", "data.synthetic_size=16", "data.num_workers=0",
         "dino.out_dim=64", "dino.hidden_dim=32", "dino.bottleneck_dim=16",
         "views.local_views=2", "views.local_landmarks=6", "optim.batch_size=4",
-        "optim.scale_lr=false", "train.progress=false"]
+        "optim.scale_lr=false", "train.progress=false", "train.log_every=1"]
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
@@ -213,37 +213,44 @@ def test_dino_loss_matches_a_direct_computation():
     assert got == pytest.approx(total / pairs, rel=1e-5)
 
 
-def test_centre_is_an_ema_of_the_teacher_batch_mean():
+def test_centre_is_an_ema_of_the_global_batch_mean_once_per_step():
     loss_fn = dino.DINOLoss(6, center_momentum=0.9)
     start = torch.randn(1, 6)
     loss_fn.center.copy_(start)
-    out = torch.randn(8, 6)
-    loss_fn.update_center(out)
-    assert torch.allclose(loss_fn.center, 0.9 * start + 0.1 * out.mean(0, keepdim=True))
+    first, second = torch.randn(8, 6), torch.randn(4, 6)
+    loss_fn.accumulate(first)  # two micro-batches of one step
+    loss_fn.accumulate(second)
+    assert torch.equal(loss_fn.center, start)  # nothing moves before the step ends
+    loss_fn.update_center()
+    mean = torch.cat([first, second]).mean(0, keepdim=True)
+    assert torch.allclose(loss_fn.center, 0.9 * start + 0.1 * mean)
+    loss_fn.update_center()  # no pending outputs: unchanged
+    assert torch.allclose(loss_fn.center, 0.9 * start + 0.1 * mean)
 
 
-CENTRE_WORKER = """
-import sys, torch, torch.distributed as dist
-from lafs_edge.train.dino import DINOLoss
-dist.init_process_group("gloo")
-rank = dist.get_rank()
-loss = DINOLoss(3)
-loss.update_center(torch.full((2, 3), float(rank)) + torch.arange(3.0))
-print(loss.center.tolist())
-"""
-
-
-def test_centre_is_all_reduced_across_ranks(tmp_path):
-    script = tmp_path / "centre.py"
-    script.write_text(CENTRE_WORKER)
+def test_two_ranks_equal_one_process_accumulating_two(tmp_path):
+    """torchrun, 2 CPU ranks (gloo) with micro-batch 2 vs 1 process accumulating 2 micro-batches
+    of 2: the same views (seeded by step and slot), the centre all-reduced over ranks, DDP with a
+    frozen landmark CNN and the last-layer freeze: the same losses, weights and centre."""
+    common = ["optim.batch_size=2", "optim.max_steps=3", "train.checkpoint_every=100",
+              "dino.freeze_last_layer_epochs=0.25", "optim.lr=1e-2"]
+    single = train(tiny_cfg(tmp_path / "single", *common, "optim.accumulate=2"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", str(script)], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [json.loads(line) for line in done.stdout.split("\n") if line.startswith("[[")]
-    # ranks 0 and 1 hold means [0, 1, 2] and [1, 2, 3]: both centres = 0.1 * [0.5, 1.5, 2.5]
-    assert len(rows) == 2 and all(np.allclose(r, [[0.05, 0.15, 0.25]]) for r in rows)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "lafs_edge.cli", "train", "pretrain", *TINY, *common,
+           f"output_dir={tmp_path / 'ddp'}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = [json.loads(line)["loss"] for line in
+           (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert np.allclose(ddp, single.losses, atol=1e-4), (ddp, single.losses)
+    states = [torch.load(tmp_path / name / "checkpoints" / "step_00000003" / f"rank{r:05d}.pt",
+                         weights_only=True)["modules"] for name, r in
+              (("single", 0), ("ddp", 0), ("ddp", 1))]
+    for part in ("student", "teacher", "dino_loss"):
+        for key, value in states[0][part].items():
+            for other in states[1:]:
+                assert torch.allclose(value, other[part][key], atol=1e-5, rtol=1e-4), (part, key)
 
 
 def test_ema_update_follows_the_momentum():
@@ -336,7 +343,9 @@ def wild5_subset(shared_data: Path, tmp_path: Path, count: int) -> Path:
 @pytest.mark.slow
 def test_pretrain_smoke_run_on_real_faces_falls_and_resumes(shared_data, tmp_path):
     """LAFS on 64 wild5 faces with a frozen landmark CNN loaded from a (stage-1 format)
-    checkpoint: the DINO loss falls; the run stops half-way and resumes to the end."""
+    checkpoint: the DINO loss falls; the run stops half-way and resumes to the end.
+    (At this scale a longer run collapses to the uniform solution, loss ln K: tiny DINO runs
+    need the short horizon; the engine tests above check the mechanics.)"""
     stage1 = tmp_path / "stage1.pt"
     save_checkpoint(create_model("part_fvit_tiny", depth=1, dim=32, heads=2, head_dim=16,
                                  mlp_dim=64, num_landmarks=16, landmark_dropout=0.0), stage1)
@@ -345,16 +354,15 @@ def test_pretrain_smoke_run_on_real_faces_falls_and_resumes(shared_data, tmp_pat
             f"data.list_file={wild5_subset(shared_data, tmp_path, 64)}",
             f"data.root={shared_data / 'wild5'}", f"landmarks.checkpoint={stage1}",
             f"output_dir={out}", "data.num_workers=0", "optim.batch_size=8", "views.local_views=2",
-            "views.local_landmarks=6", "dino.out_dim=256", "optim.max_steps=24",
-            "dino.warmup_teacher_temp=0.04", "dino.freeze_last_layer_epochs=0.25",
-            "dino.warmup_teacher_temp_epochs=0.0", "optim.warmup_epochs=0.5", "optim.lr=5e-3",
-            "train.checkpoint_every=12", "train.progress=false", "train.log_every=1"]
-    assert main([*args, "train.stop_after=12"]) == 0
+            "views.local_landmarks=6", "dino.out_dim=256", "optim.max_steps=10",
+            "dino.freeze_last_layer_epochs=0.25", "train.checkpoint_every=5",
+            "train.progress=false", "train.log_every=1"]
+    assert main([*args, "train.stop_after=5"]) == 0
     assert main(args) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows]
-    assert [r["step"] for r in rows] == list(range(1, 25))
-    assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.05, losses
+    assert [r["step"] for r in rows] == list(range(1, 11))
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3, losses
     model = load_model(out / "model.pt")
     reference = load_model(stage1)
     assert all(torch.equal(a, b) for a, b in zip(model.landmarks.state_dict().values(),

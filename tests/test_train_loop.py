@@ -219,6 +219,24 @@ def test_cli_exits_non_zero_with_one_line_when_training_blows_up(tmp_path, capsy
     assert not (tmp_path / "checkpoints" / "latest").exists()
 
 
+def test_a_corrupt_image_in_a_worker_is_a_one_line_error(tmp_path, capsys):
+    import cv2
+
+    for person in ("a", "b"):
+        (tmp_path / "faces" / person).mkdir(parents=True)
+        for shot in range(2):
+            image = np.full((112, 112, 3), 40 * shot + (100 if person == "a" else 0), np.uint8)
+            cv2.imwrite(str(tmp_path / "faces" / person / f"{shot}.png"), image)
+    (tmp_path / "faces" / "b" / "1.png").write_bytes(b"\x89PNG broken")
+    code = main(["train", "supervised", *TINY, "data.format=folder",
+                 f"data.root={tmp_path / 'faces'}", "data.num_workers=1", "optim.batch_size=2",
+                 "optim.max_steps=4", f"output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == f"error: not a readable image: {tmp_path / 'faces' / 'b' / '1.png'}"
+    assert not any("Traceback" in line for line in err)
+
+
 def test_supervised_smoke_run_on_real_faces(shared_data, tmp_path):
     """Tiny part fViT on 8 ORL people (80 grey 92x112 crops, letterboxed to 112x112), chosen by
     a list file: the loss falls within 30 steps (3 epochs)."""

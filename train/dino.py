@@ -3,8 +3,10 @@ centre, the schedules of teacher temperature, EMA momentum and weight decay, the
 
 Loss over every (teacher global view i, student view v != i) pair:
     H(t_i, s_v) = - sum_k softmax((t_i - c) / T_t)_k * log_softmax(s_v / T_s)_k
-averaged over the batch and over the pairs. The centre c is an EMA (momentum 0.9) of the
-teacher outputs' batch mean, all-reduced across ranks so every rank keeps the same centre.
+averaged over the batch and over the pairs. The centre c is an EMA (momentum 0.9), updated once
+per optimizer step, of the mean teacher output over the global batch (every micro-batch of
+every rank, all-reduced): every rank keeps the same centre, and N ranks equal one process
+accumulating N micro-batches.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class DINOLoss(nn.Module):
         self.global_views, self.student_temp = global_views, student_temp
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
+        self._pending: list | None = None  # (sum, count) of this step's teacher outputs
 
     def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor,
                 teacher_temp: float) -> torch.Tensor:
@@ -42,10 +45,22 @@ class DINOLoss(nn.Module):
         return total / pairs
 
     @torch.no_grad()
-    def update_center(self, teacher_out: torch.Tensor) -> None:
-        """c <- m c + (1 - m) mean(teacher_out over the global batch of every rank)."""
+    def accumulate(self, teacher_out: torch.Tensor) -> None:
+        """Add a micro-batch's teacher outputs to the step's pending centre statistics."""
         batch_sum = teacher_out.float().sum(0, keepdim=True)
-        count = torch.tensor(float(teacher_out.shape[0]), device=batch_sum.device)
+        if self._pending is None:
+            self._pending = [torch.zeros_like(batch_sum), 0.0]
+        self._pending[0] += batch_sum
+        self._pending[1] += float(teacher_out.shape[0])
+
+    @torch.no_grad()
+    def update_center(self) -> None:
+        """At the end of a step: c <- m c + (1 - m) mean(teacher outputs of the global batch:
+        every micro-batch of every rank), so N ranks equal one process accumulating N."""
+        if self._pending is None:
+            return
+        batch_sum, count = self._pending[0], torch.tensor(self._pending[1], device=self.center.device)
+        self._pending = None
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(batch_sum)
             dist.all_reduce(count)
@@ -73,11 +88,11 @@ def weight_decay(step: int, total: int, start: float, end: float) -> float:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, m: float) -> None:
-    """teacher <- m * teacher + (1 - m) * student, over parameters in module order (frozen ones
-    included: they are equal anyway)."""
-    t_params = list(teacher.parameters())
-    s_params = [p.detach() for p in student.parameters()]
-    if len(t_params) != len(s_params):
-        raise ValueError("teacher and student have different parameter lists")
+    """teacher <- m * teacher + (1 - m) * student, over the student's trained parameters (in
+    module order). Frozen ones (the landmark CNN) are skipped: m*x + (1-m)*x is not exactly x
+    in floating point, and the frozen CNN must stay bit-identical."""
+    pairs = list(zip(teacher.parameters(), student.parameters(), strict=True))
+    t_params = [t for t, s in pairs if s.requires_grad]
+    s_params = [s.detach() for _, s in pairs if s.requires_grad]
     torch._foreach_mul_(t_params, m)
     torch._foreach_add_(t_params, s_params, alpha=1 - m)

@@ -210,9 +210,11 @@ class DistillTask(Task):
         return loss, metrics
 
     def export(self, path: Path, **extra: Any) -> None:
+        # The projection is not part of the model; kept beside it to measure teacher cosines.
+        projection = {k: v.detach().cpu() for k, v in self.student.projection.state_dict().items()}
         save_checkpoint(self.student.model, path,
-                        distill={"teacher": self.teacher.name, "loss": self.cfg["distill"]["loss"]},
-                        **extra)
+                        distill={"teacher": self.teacher.name, "loss": self.cfg["distill"]["loss"],
+                                 "projection": projection}, **extra)
 
 
 def build_dataset(cfg: dict[str, Any]) -> tuple[Dataset, int]:
@@ -228,6 +230,8 @@ def train(cfg: dict[str, Any], task: DistillTask | None = None) -> TrainResult:
     if not cfg["distill"]["teacher"]:
         raise UserError("distill.teacher is required: a model.pt, an artifact folder, or a "
                         "teacher YAML (e.g. train/configs/teachers/retail_0095.yaml)")
+    if not Path(cfg["distill"]["teacher"]).exists():
+        raise UserError(f"distill.teacher not found: {cfg['distill']['teacher']}")
     dataset, num_classes = build_dataset(cfg)
     task = task or DistillTask(cfg, num_classes)
     return Trainer(cfg, task, dataset).fit()

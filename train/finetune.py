@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import UserError
 from ..models import PartViT, load_model
 from .supervised import SupervisedTask, build_dataset, split_decay
+from .lafs import load_landmarks
 from .loop import TrainResult
 from .supervised import train as train_supervised
 
@@ -64,7 +65,7 @@ def attach_landmarks(model: nn.Module, path: str) -> None:
     if source.num_landmarks != target.num_landmarks:
         raise UserError(f"{path}: its landmark CNN gives {source.num_landmarks} points, the "
                         f"model has {target.num_landmarks} landmarks")
-    target.load_state_dict(source.state_dict())
+    load_landmarks(model, source, path)
 
 
 def perturb_landmarks(model: PartViT, sigma: float) -> None:

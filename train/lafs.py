@@ -81,6 +81,14 @@ def frozen_landmark_cnn(cfg: dict[str, Any], backbone: PartViT) -> nn.Module | N
     return cnn
 
 
+def load_landmarks(backbone: PartViT, landmarks: nn.Module, source: str) -> None:
+    try:
+        backbone.landmarks.load_state_dict(landmarks.state_dict())
+    except RuntimeError:
+        raise UserError(f"{source}: its landmark CNN has another trunk than the model's "
+                        "(model.overrides.landmark_trunk: large or small)") from None
+
+
 def build_backbone(cfg: dict[str, Any]) -> PartViT:
     model_cfg = cfg["model"]
     backbone = create_model(model_cfg["arch"], **model_cfg["overrides"])
@@ -89,10 +97,9 @@ def build_backbone(cfg: dict[str, Any]) -> PartViT:
     return backbone
 
 
-def build_dino_model(cfg: dict[str, Any], landmarks: nn.Module | None) -> DINOModel:
+def build_dino_model(cfg: dict[str, Any]) -> DINOModel:
+    """PartViT + DINO head; the backbone's landmark CNN is frozen (the caller loads it)."""
     backbone = build_backbone(cfg)
-    if landmarks is not None:
-        backbone.landmarks.load_state_dict(landmarks.state_dict())
     backbone.landmarks.requires_grad_(False)
     d = cfg["dino"]
     head = DINOHead(backbone.embedding_dim, d["out_dim"], d["hidden_dim"], d["bottleneck_dim"],
@@ -108,9 +115,12 @@ class LAFSTask(Task):
     # -- construction --
     def setup(self, info: DistInfo) -> None:
         cfg, self.info = self.cfg, info
-        landmarks = frozen_landmark_cnn(cfg, build_backbone(cfg))
-        self.student = build_dino_model(cfg, landmarks).to(info.device)
-        self.teacher = build_dino_model(cfg, landmarks).to(info.device)
+        self.student = build_dino_model(cfg)
+        landmarks = frozen_landmark_cnn(cfg, self.student.backbone)
+        if landmarks is not None:
+            load_landmarks(self.student.backbone, landmarks, cfg["landmarks"]["checkpoint"])
+        self.student.to(info.device)
+        self.teacher = build_dino_model(cfg).to(info.device)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.teacher.eval()  # no drop-path in the teacher
@@ -166,6 +176,7 @@ class LAFSTask(Task):
                 g["lr"] = 0.0  # nor does weight decay move them
 
     def after_step(self, step: int, total_steps: int) -> None:
+        self.dino_loss.update_center()
         m = dino.momentum(step, total_steps, self.cfg["dino"]["momentum_teacher"])
         dino.ema_update(self.teacher, self.student, m)
 
@@ -218,7 +229,7 @@ class LAFSTask(Task):
         student_out = self.student_ddp(global_views.patches, global_views.ids, *local_args)
         temp = self.teacher_temp(step)
         loss = self.dino_loss(student_out, teacher_out, temp)
-        self.dino_loss.update_center(teacher_out)
+        self.dino_loss.accumulate(teacher_out)
         return loss, {"teacher_temp": temp}
 
     def export(self, path: Path, **extra: Any) -> None:

@@ -148,16 +148,17 @@ class GlobalBatchSampler(Sampler[list]):
         return (self.steps_per_epoch - self.start_step) * self.accumulate
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        # A tensor, sliced per micro-batch: a Python list of 42M indices per rank would not be.
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
+            order = torch.randperm(self.size, generator=g)
         else:
-            order = list(range(self.size))
+            order = torch.arange(self.size)
         for step in range(self.start_step, self.steps_per_epoch):
             for micro in range(self.accumulate):
                 slot = micro * self.world + self.rank
                 start = step * self.global_batch + slot * self.micro_batch
-                yield [(i, self.epoch) for i in order[start:start + self.micro_batch]]
+                yield [(i, self.epoch) for i in order[start:start + self.micro_batch].tolist()]
 
 
 class SeededDataset(Dataset):
@@ -177,10 +178,17 @@ class SeededDataset(Dataset):
 
 
 def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers are the parallelism; more threads would oversubscribe
+
+
+def _single_threaded_opencv() -> None:
+    """Before forking DataLoader workers: OpenCV's thread pool is not fork-safe. A worker forked
+    from a process whose pool has threads hangs in its first parallel cv2 call (or in
+    cv2.setNumThreads), waiting for threads that do not exist in the child. One thread in the
+    parent (whose images the workers decode anyway) is what the workers inherit."""
     import cv2
 
-    cv2.setNumThreads(1)  # workers are the parallelism; OpenCV threads would oversubscribe
-    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 # --- schedules, RNG -----------------------------------------------------------------------------
@@ -340,6 +348,8 @@ class Trainer:
                             f"batch ({sampler.global_batch} = batch_size {optim['batch_size']} x "
                             f"accumulate {optim['accumulate']} x {info.world} ranks)")
         workers = int(self.cfg["data"]["num_workers"])
+        if workers:
+            _single_threaded_opencv()
         # A private generator: DataLoader iterators must not draw from the global torch RNG,
         # or a resumed run (which starts an iterator mid-epoch) would shift dropout randomness.
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
@@ -368,7 +378,9 @@ class Trainer:
         if not path.is_file():
             raise UserError(f"{latest} has no state for rank {self.info.rank}: resume with the "
                             "number of ranks that wrote it")
-        state = torch.load(path, map_location=self.info.device, weights_only=True)
+        # On the CPU first: RNG states must stay CPU tensors; modules and the optimizer copy
+        # their tensors to the device as they load them.
+        state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT or state["world"] != self.info.world:
             raise UserError(f"{path}: written by {state.get('world')} ranks; resume with the same "
                             f"number (this run has {self.info.world})")
@@ -467,7 +479,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         images = 0
         for micro in range(accumulate):
-            batch = next(batches)
+            batch = _next_batch(batches)
             images += task.batch_images(batch)
             last = micro == accumulate - 1
             sync = contextlib.ExitStack()
@@ -544,6 +556,25 @@ class Trainer:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+def _next_batch(batches: Iterator) -> Any:
+    """next(), but a user-fixable error raised in a DataLoader worker (a corrupt image, say)
+    reaches the user as its own one-line message, without the worker's traceback that the
+    DataLoader pastes into it."""
+    try:
+        return next(batches)
+    except (UserError, ValueError, OSError) as e:
+        text = str(e)
+        if "Original Traceback" not in text:
+            raise
+        last = text.strip().splitlines()[-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+        try:
+            error = type(e)(message)
+        except TypeError:  # an exception type that wants other arguments
+            error = UserError(message)
+        raise error from None
+
 
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

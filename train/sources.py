@@ -5,6 +5,7 @@ any alignment template straight from the original pixels (one resampling, not tw
     data.format = landmarks   a 5-point list (wild5's landmarks.txt): aligned to the template
                   folder      a folder (or list file) of already aligned / tight face crops;
                               crops that are not 112x112 are letterboxed (`to_112`)
+                  recordio    InsightFace RecordIO of aligned 112x112 crops (data.bgr: MS1MV3)
                   synthetic   SyntheticFaces (engine tests and benchmarks only)
 """
 from __future__ import annotations
@@ -43,11 +44,11 @@ class FaceSource(Dataset):
         return image, points, label
 
 
-class _SyntheticSource(Dataset):
-    def __init__(self, size: int, classes: int, seed: int):
-        from .supervised import SyntheticFaces
+class _PairSource(Dataset):
+    """(image, label) items of an aligned-crop dataset (synthetic, RecordIO) as source items."""
 
-        self.faces, self.num_classes = SyntheticFaces(size, classes, seed), classes
+    def __init__(self, faces: Dataset, num_classes: int):
+        self.faces, self.num_classes = faces, num_classes
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -61,7 +62,17 @@ def build_source(data_cfg: dict[str, Any], seed: int, labelled: bool = False) ->
     """The configured face source; `labelled` requires identities (folder layout or list)."""
     kind = data_cfg["format"]
     if kind == "synthetic":
-        return _SyntheticSource(data_cfg["synthetic_size"], data_cfg["synthetic_classes"], seed)
+        from .supervised import SyntheticFaces
+
+        classes = data_cfg["synthetic_classes"]
+        return _PairSource(SyntheticFaces(data_cfg["synthetic_size"], classes, seed), classes)
+    if kind == "recordio":
+        from .data.recordio import RecordIODataset
+
+        if not data_cfg["root"]:
+            raise UserError("data.root is required for format=recordio (train.rec + train.idx)")
+        records = RecordIODataset(data_cfg["root"], bgr=bool(data_cfg["bgr"]))
+        return _PairSource(records, records.num_classes if labelled else 0)
     if kind == "landmarks":
         from .data.landmarks import LandmarkFaces
 
@@ -82,7 +93,7 @@ def build_source(data_cfg: dict[str, Any], seed: int, labelled: bool = False) ->
             return FaceSource([(p, None, y) for p, y in folder.samples], folder.num_classes)
         folder = UnlabelledFolder(data_cfg["root"], list_file=data_cfg["list_file"])
         return FaceSource([(p, None, NO_LABEL) for p in folder.paths])
-    raise UserError(f"data.format must be landmarks, folder or synthetic, got {kind!r}")
+    raise UserError(f"data.format must be landmarks, folder, recordio or synthetic, got {kind!r}")
 
 
 def student_matrix(points: np.ndarray | None) -> np.ndarray:

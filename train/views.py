@@ -78,8 +78,10 @@ def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tens
     theta[:, 1, 1] = boxes[:, 3]
     theta[:, 1, 2] = 2 * boxes[:, 1] - 1
     theta = theta.to(images.device, images.dtype)
-    grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    with torch.autocast(images.device.type, enabled=False):  # pixels stay fp32 under bf16 training
+        grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)
 
 
 def random_crops(images: torch.Tensor, count: int, size: int, scale: Sequence[float],
@@ -141,6 +143,11 @@ class Photometric:
               sigma_scale: float = 1.0) -> torch.Tensor:
         """Apply drawn parameters (the same ones can go to two crops of one view: the student's
         and an external teacher's; `sigma_scale` adapts the blur to the second crop's size)."""
+        with torch.autocast(images.device.type, enabled=False):  # fp32 pixels under bf16 training
+            return self._apply(images.float(), p, sigma_scale)
+
+    def _apply(self, images: torch.Tensor, p: dict[str, torch.Tensor],
+               sigma_scale: float) -> torch.Tensor:
         dev = images.device
         col = lambda t: t.to(dev, images.dtype).view(-1, 1, 1, 1)  # noqa: E731
         x = (images + 1) / 2

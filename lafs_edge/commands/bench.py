@@ -31,9 +31,10 @@ def run(args: argparse.Namespace) -> int:
         manifest, folder = read_manifest(artifact)
         check_files(manifest, folder)
         loaded.append((manifest, folder, load_recorded_source(manifest, args.model)))
-    rows = []
+    rows, pytorch_cache = [], {}
     for manifest, folder, model in loaded:
-        rows += bench_artifact(folder, manifest, model, args.batch, args.threads, args.runs, args.warmup)
+        rows += bench_artifact(folder, manifest, model, args.batch, args.threads, args.runs,
+                               args.warmup, pytorch_cache)
     table = f"Measured on {machine()}, {args.runs} runs after {args.warmup} warm-up.\n\n" + markdown(rows)
     write_text_atomic(f"{args.out}.md", table)
     write_text_atomic(f"{args.out}.json", json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")

@@ -11,29 +11,33 @@ TARGET_CHOICES = ("onnx", "openvino", "tflite", "coreml", "pytorch", "all")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="lafs-edge checkpoint, or a registry name (random weights, seed 0)")
-    parser.add_argument("--target", required=True, choices=TARGET_CHOICES,
-                        help="all = onnx, openvino, tflite and coreml (those exporting --precision)")
+    parser.add_argument("--target", required=True, metavar="|".join(TARGET_CHOICES),
+                        help="one target, several joined by commas (openvino,tflite), or all = "
+                        "onnx, openvino, tflite and coreml (those exporting --precision)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     parser.add_argument("--calib", help="aligned faces for int8 calibration (a folder with "
                         "landmarks.txt is aligned first); required for int8")
     parser.add_argument("--calib-count", type=int, default=128, help="calibration faces used")
     parser.add_argument("--pairs", help="labelled faces (identity folders or NAME.condition files) "
                         "for the FAR 1e-3 threshold and the parity figures; default: --calib if labelled")
+    parser.add_argument("--pairs-count", type=int, help="use at most this many --pairs faces")
     parser.add_argument("--out", default="artifacts", help="parent folder of the artifact folders")
     parser.add_argument("--name", help="artifact name (default: the model's architecture)")
     parser.add_argument("--sampler", choices=("gather", "grid_sample"),
-                        help="part fViT patch sampler to export (default: the model's, gather)")
+                        help="part fViT patch sampler to export "
+                             "(default: gather, portable to every target)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="model config override, e.g. depth=1 (registry models)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert.export import SUPPORTED, check_request
+    from ..convert.export import ALL_TARGETS, SUPPORTED, check_request
     from ..convert.pipeline import export_models
 
-    targets = ["onnx", "openvino", "tflite", "coreml"] if args.target == "all" else [args.target]
     if args.target == "all":
-        targets = [t for t in targets if args.precision in SUPPORTED[t]]
+        targets = [t for t in ALL_TARGETS if args.precision in SUPPORTED[t]]
+    else:
+        targets = list(dict.fromkeys(t.strip() for t in args.target.split(",")))
     for target in targets:
         check_request(target, args.precision)
     if args.precision == "int8" and not args.calib:
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calib_count < 1:
         raise UserError("--calib-count must be at least 1")
     results = export_models(args.model, targets, args.precision, args.out, calib=args.calib,
-                            calib_count=args.calib_count, pairs=args.pairs, name=args.name,
+                            calib_count=args.calib_count, pairs=args.pairs,
+                            pairs_count=args.pairs_count, name=args.name,
                             sampler=args.sampler, overrides=parse_overrides(args.override))
     for folder, manifest in results:
         parity = manifest.parity

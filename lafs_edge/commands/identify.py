@@ -16,6 +16,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_gallery_argument(parser)
     parser.add_argument("--threshold", type=float, default=None,
                         help="open-set cosine threshold (default: the model manifest's)")
+    parser.add_argument("--no-adapter", action="store_true",
+                        help="ignore the gallery's on-device adapter (`lafs-edge adapt`)")
     parser.add_argument("--timings", action="store_true", help="print per-stage milliseconds")
     parser.add_argument("--repeat", type=int, default=1,
                         help="with --timings: process every photo this many times (after one "
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         if recognizer.threshold is None:
             raise UserError("the model's manifest has no threshold; pass --threshold")
         gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
+        recognizer.use_adapter = not args.no_adapter
         found, samples = 0, {stage: [] for stage in STAGES}
         for path, image in images:
             results = recognizer.identify(image)

@@ -56,6 +56,8 @@ def _print(manifest, report: dict) -> None:
         return
     print(f"  {report['faces']} faces: cosine mean {report['mean_cosine']:.6f} min "
           f"{report['min_cosine']:.6f}, max abs error {report['max_abs_error']:.2e}")
+    print(f"  centred cosine mean {report['centred_mean_cosine']:.6f} (faces differ by "
+          f"{1 - report['mean_pairwise_cosine']:.2e} in cosine on average)")
     if "accuracy" in report:
         print(f"  verification accuracy {100 * report['accuracy']:.2f}% "
               f"(PyTorch {100 * report['accuracy_pytorch']:.2f}%)")

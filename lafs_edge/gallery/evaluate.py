@@ -30,7 +30,10 @@ class IdentificationResult:
 
 def few_shot_identification(embeddings: np.ndarray, labels: np.ndarray, k: int, threshold: float,
                             fingerprint: str = "evaluation", stranger_fraction: float = 0.0,
-                            seed: int = 0) -> IdentificationResult:
+                            seed: int = 0, crops: list[bytes] | None = None,
+                            adapt=None) -> IdentificationResult:
+    """`crops` (PNG bytes per row) are stored with the shots; `adapt(gallery)`, when given, runs
+    after enrollment (on-device adaptation) and identification then uses what it stored."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     people = rng.permutation(np.unique(labels))
@@ -42,8 +45,11 @@ def few_shot_identification(embeddings: np.ndarray, labels: np.ndarray, k: int, 
                 rows = rng.permutation(np.flatnonzero(labels == person))
                 enrolled_rows += list(rows[:k])
                 query_rows += list(rows[k:])
-                shots = [Shot(embeddings[r], f"row {r}") for r in rows[:k]]
+                shots = [Shot(embeddings[r], f"row {r}", crops[r] if crops else None)
+                         for r in rows[:k]]
                 gallery.enroll(str(person), shots, fingerprint, duplicate_cosine=1.01)
+            if adapt is not None:
+                adapt(gallery)
             stranger_rows = np.flatnonzero(np.isin(labels, list(strangers)))
             matches = gallery.identify(embeddings[query_rows], fingerprint, threshold)
             stranger_matches = (gallery.identify(embeddings[stranger_rows], fingerprint, threshold)

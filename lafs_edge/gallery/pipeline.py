@@ -40,6 +40,7 @@ class Recognizer:
         self.embedder, self.analyzer, self.gallery = embedder, analyzer, gallery
         self.threshold = threshold if threshold is not None else embedder.threshold
         self.timings = dict.fromkeys(STAGES, 0.0)
+        self.use_adapter = True   # the gallery's on-device adapter, when it holds one
 
     def embed_faces(self, image: np.ndarray, faces) -> np.ndarray:
         embeddings = self.embedder.embed(image, [face.points5 for face in faces])
@@ -62,7 +63,7 @@ class Recognizer:
         embeddings = self.embed_faces(image, faces)
         start = time.perf_counter()
         matches = (self.gallery.identify(embeddings, self.embedder.fingerprint, self.threshold,
-                                         self.embedder.label) if faces else [])
+                                         self.embedder.label, self.use_adapter) if faces else [])
         self.timings["match"] = (time.perf_counter() - start) * 1e3
         return [Recognized(f, e, m) for f, e, m in zip(faces, embeddings, matches)]
 
@@ -81,14 +82,22 @@ class Recognizer:
             if len(faces) > 1:
                 raise UserError(f"{source}: {len(faces)} faces found; enrollment needs photos of "
                                 "one person (crop the photo to that face)")
-            reasons, metrics = assess(image, faces[0].points5, gate)
-            if reasons:
-                rejected.append((source, "; ".join(reasons)))
+            shot, reason = self.shot(image, faces[0], source, gate, keep_crops)
+            if shot is None:
+                rejected.append((source, reason))
                 continue
-            crop = self.embedder.align(image, [faces[0].points5])[0]
-            embedding = self.embedder.embed_crops([crop])[0]
-            shots.append(Shot(embedding, source, _png(crop) if keep_crops else None, metrics))
+            shots.append(shot)
         return shots, rejected
+
+    def shot(self, image: np.ndarray, face, source: str, gate: QualityGate = QualityGate(),
+             keep_crops: bool = True) -> tuple[Shot | None, str]:
+        """One face of a photo or video frame as an enrollment shot, or (None, why not)."""
+        reasons, metrics = assess(image, face.points5, gate)
+        if reasons:
+            return None, "; ".join(reasons)
+        crop = self.embedder.align(image, [face.points5])[0]
+        embedding = self.embedder.embed_crops([crop])[0]
+        return Shot(embedding, source, _png(crop) if keep_crops else None, metrics), ""
 
 
 def _png(rgb: np.ndarray) -> bytes:

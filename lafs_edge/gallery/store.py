@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import write_bytes_atomic
+from .adapt import choose_people, drop_adapters, load_adapter
 
 FORMAT = "lafs-edge-gallery/1"
 EXPORT_FORMAT = "lafs-edge-gallery-export/1"
@@ -94,6 +95,7 @@ class Gallery:
             raise UserError(f"gallery path is not a file: {self.path}")
         self._connection = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
         self._cache: tuple[tuple, tuple] | None = None
+        self._adapter_cache: tuple | None = None
         try:
             self._setup(timeout)
         except sqlite3.DatabaseError as e:
@@ -205,10 +207,20 @@ class Gallery:
             self._cache = (version, self.embeddings())
         return self._cache[1]
 
+    def adapter(self, fingerprint: str):
+        """The on-device adapter trained for this model (`lafs-edge adapt`), or None."""
+        version = self._connection.execute("PRAGMA data_version").fetchone()[0]
+        key = (version, self._connection.total_changes, fingerprint)
+        if self._adapter_cache is None or self._adapter_cache[0] != key:
+            self._adapter_cache = (key, load_adapter(self._connection, fingerprint))
+        return self._adapter_cache[1]
+
     def identify(self, queries: np.ndarray, fingerprint: str, threshold: float,
-                 model_name: str = "") -> list[Match]:
+                 model_name: str = "", adapted: bool = True) -> list[Match]:
         """Best person per query row (cosine, max over each person's shots); below `threshold`
-        the face is unknown. `queries` must be L2-normalised and from the bound model."""
+        the face is unknown. `queries` must be L2-normalised and from the bound model. With an
+        adapter (and `adapted`), the adapter ranks the people and the threshold still applies to
+        the cosine with the chosen person's shots (gallery/adapt.py)."""
         if self.fingerprint is None:
             raise UserError(f"gallery {self.path} is empty: enroll someone first")
         self.check_model(fingerprint, model_name)
@@ -226,9 +238,12 @@ class Gallery:
         per_person = np.full((len(queries), len(people)), -np.inf, np.float32)
         for column in range(len(people)):
             per_person[:, column] = scores[:, owner == column].max(1)
+        adapter = self.adapter(fingerprint) if adapted else None
+        chosen = (choose_people(adapter, queries, people) if adapter is not None
+                  else per_person.argmax(1))
         matches = []
-        for row in per_person:
-            best = int(row.argmax())
+        for row, best in zip(per_person, chosen):
+            best = int(best)
             score = float(row[best])
             matches.append(Match(people[best] if score >= threshold else None, score, people[best]))
         return matches
@@ -245,6 +260,7 @@ class Gallery:
         with self.transaction() as db:
             self._bind(db, fingerprint, model_name)
             person_id = self._person_id(db, name)
+            drop_adapters(db)   # trained on the old set of people
             kept, _ = self.embeddings(name)
             kept = list(kept)
             for number, shot in enumerate(shots):
@@ -281,6 +297,7 @@ class Gallery:
             if row is None:
                 raise UserError(f"no person named {name!r} in {self.path}")
             count = db.execute("DELETE FROM embeddings WHERE person_id = ?", (row[0],)).rowcount
+            drop_adapters(db)   # its prototypes derive from this person's faces
             db.execute("DELETE FROM people WHERE id = ?", (row[0],))
         self.compact()
         return count
@@ -325,6 +342,7 @@ class Gallery:
         added = 0
         with self.transaction() as db:
             self._bind(db, document["fingerprint"], document.get("model") or "")
+            drop_adapters(db)
             for person in document["people"]:
                 person_id = self._person_id(db, check_name(person["name"]))
                 existing = {bytes(row[0]) for row in db.execute(

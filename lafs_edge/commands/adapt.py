@@ -1,0 +1,47 @@
+"""`lafs-edge adapt --gallery FILE --model ARTIFACT`: train the on-device head (a linear adapter
+plus one prototype per person, CosFace margin) on augmented views of the enrolled people's stored
+crops; stored in the gallery with the model fingerprint and used by `identify` and the demo.
+`--remove` deletes it. See lafs_edge/gallery/adapt.py."""
+from __future__ import annotations
+
+import argparse
+
+from .gallery_common import add_gallery_argument, add_model_argument
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model_argument(parser, required=False)
+    add_gallery_argument(parser)
+    parser.add_argument("--views", type=int, default=8, help="augmented views per stored crop")
+    parser.add_argument("--steps", type=int, default=200, help="training steps (full batch)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--remove", action="store_true",
+                        help="delete the stored adapter instead (identify falls back to the model)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..gallery import Gallery
+    from ..gallery.adapt import AdaptConfig, adapt_gallery, drop_adapters
+
+    with Gallery(args.gallery, create=False) as gallery:
+        if args.remove:
+            with gallery.transaction() as db:
+                drop_adapters(db)
+            gallery.compact()
+            print(f"removed the adapter from {args.gallery}")
+            return 0
+        if not args.model:
+            raise UserError("adapt needs --model (the artifact the gallery was enrolled with)")
+        if args.views < 0 or args.steps < 1:
+            raise UserError("--views must be >= 0 and --steps >= 1")
+        from ..runtime.embedder import Embedder
+
+        embedder = Embedder.from_artifact(args.model, threads=args.threads)
+        config = AdaptConfig(views=args.views, steps=args.steps, seed=args.seed)
+        report = adapt_gallery(gallery, embedder, config, progress=True)
+    print(f"adapted {report.people} people from {report.crops} crops ({report.views} views): "
+          f"embedding {report.seconds_views:.1f} s, training {report.seconds_train:.1f} s; "
+          f"view accuracy {report.train_accuracy_before:.3f} -> {report.train_accuracy_after:.3f} "
+          f"(stored in {args.gallery}, model {embedder.fingerprint[:12]})")
+    return 0

@@ -1,0 +1,76 @@
+"""`lafs-edge demo`: live recognition with the gallery.
+
+    lafs-edge demo --camera 0 --model ARTIFACT --gallery people.db
+    lafs-edge demo --source VIDEO|IMAGE_DIR --headless --out annotated.mp4 --log events.jsonl
+
+The window (keys e enroll, a adapt, d delete, q quit) needs OpenCV's GUI build (opencv-python);
+--headless works with opencv-python-headless. See lafs_edge/apps/demo.py."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .gallery_common import add_gallery_argument, add_model_argument
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--camera", type=int, help="camera index (OpenCV), e.g. 0")
+    source.add_argument("--source", help="a video file, a folder of images, or one image")
+    add_model_argument(parser)
+    add_gallery_argument(parser)
+    parser.add_argument("--headless", action="store_true",
+                        help="no window: write --out and/or --log (works with opencv-python-headless)")
+    parser.add_argument("--out", type=Path, help="annotated video (.mp4 or .avi)")
+    parser.add_argument("--log", type=Path, help="events, one JSON object per frame (JSON Lines)")
+    parser.add_argument("--snapshot", type=Path,
+                        help="headless: also save the annotated frame naming the most people (PNG)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="open-set cosine threshold (default: the model manifest's)")
+    parser.add_argument("--fps", type=float, default=10.0,
+                        help="frame rate for an image folder's timestamps and the output video")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--redetect-every", type=int, default=5,
+                        help="run the face detector every N frames (tracked ROIs in between)")
+    parser.add_argument("--detectors", default="short,full",
+                        help="BlazeFace models: short (webcam distance), full (far faces) or both")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..apps.demo import Demo, check_source, require_gui, run_headless, run_window
+    from ..errors import UserError
+    from ..gallery import Gallery, Recognizer
+    from ..landmarks import FaceAnalyzer
+    from ..runtime.embedder import Embedder
+
+    if args.headless and not (args.out or args.log or args.snapshot):
+        raise UserError("--headless needs somewhere to write: --out, --log or --snapshot")
+    source = args.camera if args.camera is not None else args.source
+    check_source(source)
+    if not args.headless:
+        require_gui()   # before loading models: a missing GUI is a one-line error at once
+    detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
+    embedder = Embedder.from_artifact(args.model, threads=args.threads)
+    with Gallery(args.gallery) as gallery:
+        gallery.check_model(embedder.fingerprint, embedder.label)
+        recognizer = Recognizer(embedder, FaceAnalyzer(detectors=detectors), gallery,
+                                args.threshold)
+        if recognizer.threshold is None:
+            raise UserError("the model's manifest has no threshold; pass --threshold")
+        demo = Demo(recognizer, args.redetect_every)
+        if not args.headless:
+            run_window(demo, source, args.out, args.log)
+            return 0
+        summary = run_headless(demo, source, args.out, args.log, args.fps, args.max_frames,
+                               args.snapshot, progress=True)
+    ms = summary["median_ms"]
+    print(f"{summary['frames']} frames, {summary['fps']} FPS (median total "
+          f"{ms.get('total', 0):.1f} ms: " + ", ".join(
+              f"{stage} {ms.get(stage, 0):.1f}" for stage in ("detect", "mesh", "align", "embed", "match"))
+          + ")")
+    print("faces named: " + (", ".join(f"{name} x{count}" for name, count in
+                                       sorted(summary["faces_named"].items())) or "none"))
+    for label, path in (("video", args.out), ("events", args.log), ("snapshot", args.snapshot)):
+        if path:
+            print(f"{label}: {path}")
+    return 0
