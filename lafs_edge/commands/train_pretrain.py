@@ -3,7 +3,7 @@ pretraining (DINO on landmark patches; `views.kind=random_crops` for the plain-D
 
 Runs the same on a CPU, one GPU, or many GPUs and nodes: launch it with
 `torchrun --nproc_per_node N -m lafs_edge.cli train pretrain ...` for DDP (docs/pretraining.md).
-`run_stage` is shared by `train finetune` and `train distill`.
+`configure` and `run_stage` are shared by every `train` sub-command.
 """
 from __future__ import annotations
 
