@@ -121,7 +121,7 @@ def _scoped_quantizer(float_paths: list[str]):
 
 
 def fold_input_independent(graph_module: fx.GraphModule) -> int:
-    """Evaluate every call whose inputs are all computed from nothing (no placeholder, no
+    """Evaluate every call whose inputs are all computed from nothing (no graph input, no
     parameter): `arange`, masks built from it... and store the results as buffers. Parameters are
     never folded, so quantization patterns (weight -> linear) stay intact. Returns how many."""
     graph = graph_module.graph
