@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import yaml
 
 from ..errors import UserError
+from ..fileio import write_text_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -140,11 +141,5 @@ def check_type(name: str, default: Any, value: Any, source: str) -> Any:
 def save_config(cfg: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write the resolved config atomically (the record of what a run used)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, yaml.safe_dump(cfg, sort_keys=False))
     return path

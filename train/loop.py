@@ -44,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
+from ..fileio import write_text_atomic
 from ..models.registry import atomic_torch_save
 from .config import save_config
 
@@ -413,7 +414,7 @@ class Trainer:
         barrier(info)
         if info.is_main:
             self.task.export(self.out / "model.pt", step=step, train_config=self.cfg)
-            _write_text_atomic(self.ckpt_root / "latest", folder.name + "\n")
+            write_text_atomic(self.ckpt_root / "latest", folder.name + "\n")
             self._prune(keep=max(1, int(self.cfg["train"]["keep_checkpoints"])))
         barrier(info)
         self.saved_step = step
@@ -427,7 +428,7 @@ class Trainer:
 
     # -- the loop --
     def _run(self, start_step: int) -> TrainResult:
-        cfg, info, task = self.cfg, self.info, self.task
+        cfg, info = self.cfg, self.info
         train_cfg = cfg["train"]
         accumulate = int(cfg["optim"]["accumulate"])
         spe = self.sampler.steps_per_epoch
@@ -574,15 +575,6 @@ def _next_batch(batches: Iterator) -> Any:
         except TypeError:  # an exception type that wants other arguments
             error = UserError(message)
         raise error from None
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
