@@ -260,3 +260,55 @@ def test_distill_smoke_run_from_the_external_teacher(shared_data, shared_models,
     assert checkpoint["distill"]["teacher"] == "face-reidentification-retail-0095"
     assert not any(k.startswith("projection") for k in checkpoint["state_dict"])
     assert checkpoint["distill"]["projection"]["weight"].shape == (256, 32)
+
+
+def test_cached_targets_are_the_teachers_embeddings_of_each_view(shared_data, shared_models,
+                                                                 tmp_path):
+    """distill.targets=cached: the mirrored crop is the flipped clean crop, its target is the
+    teacher's embedding of exactly that view, the file is reused, and a stale one (other data)
+    is recomputed."""
+    from lafs_edge.train.distill import MIRROR, build_dataset
+    from lafs_edge.train.sources import normalise
+
+    teacher = teacher_yaml(tmp_path, shared_models)
+    subset = wild5_subset(shared_data, tmp_path, 6)
+    cfg = load_config("distill", [], [f"distill.teacher={teacher}", "distill.targets=cached",
+                                      f"data.list_file={subset}", f"data.root={shared_data / 'wild5'}",
+                                      f"output_dir={tmp_path / 'run'}"])
+    dataset, classes = build_dataset(cfg)
+    assert len(dataset) == 6 and classes == 0
+    cache = tmp_path / "run" / "teacher_targets.pt"
+    first_write = cache.stat().st_mtime_ns
+    views = DistillViews(cfg["augment"], teacher_geometry(teacher))
+    source = dataset.base
+    line = subset.read_text().splitlines()[2].split()
+    values = np.array(line[1:], float)
+    item = (read_image(shared_data / "wild5" / line[0]), np.stack([values[:5], values[5:]], 1), -1)
+    plain, mirrored = views.cut(item, np.eye(3)), views.cut(item, MIRROR)
+    assert torch.equal(source.crops[2], plain["student"])
+    # The same pixels up to OpenCV's fixed-point interpolation weights (1/32 px steps).
+    assert (mirrored["student"].int() - plain["student"].flip(-1).int()).abs().max() <= 2
+    model = load_teacher(teacher, torch.device("cpu"))
+    expected, _ = model(normalise(torch.stack([plain["teacher"], mirrored["teacher"]])))
+    assert torch.allclose(source.targets[2], expected, atol=1e-5)
+    seen = {bool(torch.equal(dataset[(2, e)]["student"], plain["student"])) for e in range(12)}
+    assert seen == {True, False}  # flip 0.5: both views occur, each with its own target
+    for e in range(12):
+        view = dataset[(2, e)]
+        expect = 0 if torch.equal(view["student"], plain["student"]) else 1
+        assert torch.equal(view["target"], source.targets[2, expect])
+    build_dataset(cfg)
+    assert cache.stat().st_mtime_ns == first_write  # reused
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(subset.read_text().splitlines()[:5]) + "\n")
+    dataset, _ = build_dataset({**cfg, "data": {**cfg["data"], "list_file": str(other)}})
+    assert len(dataset) == 5  # stale key: recomputed for the new list
+
+
+def test_cached_targets_refuse_landmark_distillation(tmp_path, capsys):
+    teacher = tiny_checkpoint(tmp_path / "teacher.pt", seed=3)
+    code = main(["train", "distill", f"distill.teacher={teacher}", "distill.targets=cached",
+                 "distill.landmark_weight=1.0", "data.format=synthetic",
+                 f"output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "distill.targets=online" in err[0]

@@ -23,7 +23,8 @@ from lafs_edge.train.config import load_config
 from lafs_edge.train.lafs import LAFSTask, train
 from lafs_edge.train.loop import DistInfo, seed_everything
 from lafs_edge.train.views import (Photometric, adjust_hue, gaussian_blur, grid_ids, grid_points,
-                                   grid_views, landmark_views, perturb, shuffled_ids)
+                                   fixed_ids, grid_views, landmark_views, perturb,
+                                   shuffled_ids)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES = ("model.overrides={depth: 1, dim: 32, heads: 2, head_dim: 16, mlp_dim: 64, "
@@ -81,6 +82,25 @@ def test_landmark_shuffle_draws_uniformly_with_replacement_in_random_order():
     assert 0.95 < repeats < 0.985
     # random order: almost no row comes out sorted
     assert (ids[:, 1:] >= ids[:, :-1]).all(1).float().mean() < 0.01
+
+
+def test_shuffle_off_gives_every_local_view_the_same_evenly_spaced_ids(tmp_path):
+    ids = fixed_ids(3, 36, 100)
+    assert torch.equal(ids[0], ids[2]) and len(set(ids[0].tolist())) == 36
+    assert (ids[0, 1:] > ids[0, :-1]).all() and ids[0, 0] == 0 and ids[0, -1] < 100
+    points = torch.rand(1, 16, 2) * 100 + 6
+    clean = faces()
+    on, _ = landmark_views(clean, clean, RecordingCNN(points), 6, 0.0, 8, "gather",
+                           torch.Generator().manual_seed(0))
+    off, _ = landmark_views(clean, clean, RecordingCNN(points), 6, 0.0, 8, "gather",
+                            torch.Generator().manual_seed(0), shuffle=False)
+    assert torch.equal(off.ids, fixed_ids(4, 6, 16))
+    assert not torch.equal(on.ids, off.ids)
+    # the config key reaches the task's local views
+    task = tiny_task(tmp_path, "views.shuffle=false")
+    _, local = task.make_views(faces(), step=0, micro=0)
+    assert torch.equal(local.ids.cpu(), fixed_ids(local.ids.shape[0], 6, 16))
+    assert tiny_cfg(tmp_path)["views"]["shuffle"] is True
 
 
 def test_coordinate_perturbation_is_gaussian_with_the_configured_sigma():

@@ -193,3 +193,13 @@ def test_dino_head_shapes_and_frozen_norm():
     assert out.shape == (3, 1000)
     g = head.last_layer.parametrizations.weight.original0
     assert not g.requires_grad and torch.all(g == 1)
+
+
+def test_untrained_landmarks_form_an_even_grid_whatever_the_image():
+    """The landmark CNN starts as a grid spanning the crop (then training moves the points)."""
+    torch.manual_seed(0)
+    model = create_model("part_fvit_tiny").eval()
+    points = model.landmarks(torch.rand(3, 3, 112, 112) * 2 - 1)
+    ticks = torch.linspace(0, 111, 10)
+    expected = torch.stack(torch.meshgrid(ticks, ticks, indexing="xy"), -1).reshape(100, 2)
+    assert torch.allclose(points, expected.expand(3, -1, -1), atol=0.5)

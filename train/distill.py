@@ -15,9 +15,16 @@ Loss = embedding_weight x (cosine: 1 - cos(P s, t) | l2: ||P s - t||^2 / D)
        different counts there is no point-to-point correspondence, and the run refuses)
      + margin_weight x CosFace/ArcFace (only with labels: data.format=folder, data.labelled)
 P is a linear projection (dropped at export) when the widths differ.
+
+`distill.targets=cached` is offline distillation for small compute budgets: the teacher embeds
+each face's clean crop and its mirror image once (`TeacherTargets`, saved beside the run and
+reused), and training only flips. About twice the images/s of on-line targets on a 2-core CPU
+(docs/results.md), at the price of the pose and photometric augmentation.
 """
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,7 @@ from torch.utils.data import Dataset
 from ..align import CROP_SIZE
 from ..errors import UserError
 from ..models import PartViT, create_model, load_model, save_checkpoint
+from ..models.registry import atomic_torch_save
 from .loop import DistInfo, SeededDataset, Task, Trainer, TrainResult, wrap_ddp
 from .partial_fc import build_margin_loss
 from .sources import (NO_LABEL, build_source, chw_uint8, normalise, student_matrix,
@@ -63,9 +71,11 @@ class DistillViews:
         self.aug, self.teacher = aug, teacher
 
     def __call__(self, item, rng: np.random.Generator) -> dict[str, Any]:
+        return self.cut(item, random_pose(rng, self.aug))
+
+    def cut(self, item, pose: np.ndarray) -> dict[str, Any]:
         image, points, label = item
         m_student = student_matrix(points)
-        pose = random_pose(rng, self.aug)
         crop = warp(image, pose @ m_student, CROP_SIZE, CROP_SIZE)
         out = {"student": chw_uint8(crop), "label": int(label)}
         if not self.teacher.is_student_crop:
@@ -190,8 +200,12 @@ class DistillTask(Task):
 
     def loss(self, batch, step: int, micro: int):
         d = self.cfg["distill"]
-        student_views, teacher_views = self.augment(batch, step, micro)
-        target, target_points = self.teacher(teacher_views)
+        if "target" in batch:  # distill.targets=cached: the teacher ran once, on clean crops
+            student_views = normalise(batch["student"].to(self.info.device, non_blocking=True))
+            target, target_points = batch["target"].to(self.info.device).float(), None
+        else:
+            student_views, teacher_views = self.augment(batch, step, micro)
+            target, target_points = self.teacher(teacher_views)
         emb, projected, points = self.student_ddp(student_views)
         loss = d["embedding_weight"] * embedding_loss(d["loss"], projected, target)
         metrics = {"teacher_cosine": float(F.cosine_similarity(projected.detach().float(),
@@ -217,12 +231,134 @@ class DistillTask(Task):
                                  "projection": projection}, **extra)
 
 
+MIRROR = np.array([[-1.0, 0.0, CROP_SIZE - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+TARGETS_FORMAT = "lafs-edge-teacher-targets/1"
+
+
+class TeacherTargets(Dataset):
+    """Offline targets: uint8 clean 112x112 crops (N, 3, 112, 112), the teacher's embeddings of
+    each crop and of its mirror image (N, 2, D), labels (N,)."""
+
+    def __init__(self, crops: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
+                 num_classes: int):
+        self.crops, self.targets, self.labels, self.num_classes = crops, targets, labels, num_classes
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int):
+        return self.crops[i], self.targets[i], int(self.labels[i])
+
+
+class MirrorTarget:
+    """(crop, targets, label), rng -> a view dict: mirrored with probability augment.flip,
+    paired with the teacher's embedding of exactly that view."""
+
+    def __init__(self, flip: float):
+        self.flip = flip
+
+    def __call__(self, item, rng: np.random.Generator) -> dict[str, Any]:
+        crop, targets, label = item
+        mirrored = rng.random() < self.flip
+        return {"student": crop.flip(-1) if mirrored else crop,
+                "target": targets[int(mirrored)], "label": label}
+
+
+def compute_teacher_targets(cfg: dict[str, Any], labelled: bool, batch: int = 64) -> dict:
+    """Run the teacher once over every face (clean and mirrored views)."""
+    source = build_source(cfg["data"], int(cfg["seed"]), labelled=labelled)
+    teacher = load_teacher(cfg["distill"]["teacher"], torch.device("cpu"))
+    views = DistillViews(cfg["augment"], teacher.geometry)
+    crops, targets, labels = [], [], []
+    started = time.perf_counter()
+    faces = _faces_in_order(source)
+    for start in range(0, len(source), batch):
+        items = [next(faces) for _ in range(start, min(start + batch, len(source)))]
+        per_pose = []
+        for pose in (np.eye(3), MIRROR):
+            cut = [views.cut(item, pose) for item in items]
+            key = "student" if teacher.geometry.is_student_crop else "teacher"
+            per_pose.append(teacher(normalise(torch.stack([c[key] for c in cut])))[0])
+            if pose is MIRROR:
+                continue
+            crops.extend(c["student"] for c in cut)
+            labels.extend(c["label"] for c in cut)
+        targets.append(torch.stack(per_pose, 1))
+        done = min(start + batch, len(source))
+        if done == len(source) or (start // batch) % 20 == 0:
+            print(f"teacher targets: {done}/{len(source)} faces "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return {"format": TARGETS_FORMAT, "key": _targets_key(cfg, labelled),
+            "crops": torch.stack(crops), "targets": torch.cat(targets).float(),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            "num_classes": int(getattr(source, "num_classes", 0))}
+
+
+def _faces_in_order(source: Dataset):
+    """Every item once, in order (WebDataset shards are read sequentially, not indexed)."""
+    if hasattr(source, "read"):
+        return (source.decode(sample) for sample in source.read(source.shards))
+    return (source[i] for i in range(len(source)))
+
+
+def _targets_key(cfg: dict[str, Any], labelled: bool) -> str:
+    """What the targets depend on: a cache computed for other data or another teacher is stale."""
+    data = cfg["data"]
+    return repr((str(cfg["distill"]["teacher"]), data["format"], str(data["root"]),
+                 str(data["list_file"]), labelled, bool(data["bgr"])))
+
+
+def teacher_targets(cfg: dict[str, Any], labelled: bool) -> TeacherTargets:
+    """Load the cached targets (computed by rank 0 and saved atomically when missing or stale;
+    other ranks wait for the file)."""
+    path = Path(cfg["distill"]["target_cache"] or Path(cfg["output_dir"]) / "teacher_targets.pt")
+    key = _targets_key(cfg, labelled)
+    state = _read_targets(path)
+    if state is None or state["key"] != key:
+        if int(os.environ.get("RANK", "0")) == 0:
+            state = compute_teacher_targets(cfg, labelled)
+            atomic_torch_save(state, path)
+        else:
+            state = _wait_for_targets(path, key)
+    return TeacherTargets(state["crops"], state["targets"], state["labels"], state["num_classes"])
+
+
+def _read_targets(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: recompute rather than train on it
+        print(f"{path}: unreadable ({str(e).splitlines()[0]}); recomputing", flush=True)
+        return None
+    return state if isinstance(state, dict) and state.get("format") == TARGETS_FORMAT else None
+
+
+def _wait_for_targets(path: Path, key: str, timeout_s: float = 4 * 3600) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = _read_targets(path)
+        if state is not None and state["key"] == key:
+            return state
+        time.sleep(5)
+    raise UserError(f"rank 0 did not write the teacher targets {path} within {timeout_s:.0f} s")
+
+
 def build_dataset(cfg: dict[str, Any]) -> tuple[Dataset, int]:
     """(SeededDataset of view dicts, number of identities (0 without labels))."""
-    labelled = bool(cfg["data"]["labelled"])
-    source = build_source(cfg["data"], int(cfg["seed"]), labelled=labelled)
+    labelled, mode = bool(cfg["data"]["labelled"]), cfg["distill"]["targets"]
+    seed = int(cfg["seed"])
+    if mode == "cached":
+        if cfg["distill"]["landmark_weight"] > 0:
+            raise UserError("distill.landmark_weight > 0 needs the teacher's points on every "
+                            "view: use distill.targets=online")
+        targets = teacher_targets(cfg, labelled)
+        return SeededDataset(targets, MirrorTarget(cfg["augment"]["flip"]), seed), targets.num_classes
+    if mode != "online":
+        raise UserError(f"distill.targets must be online or cached, got {mode!r}")
+    source = build_source(cfg["data"], seed, labelled=labelled)
     views = DistillViews(cfg["augment"], teacher_geometry(cfg["distill"]["teacher"]))
-    return SeededDataset(source, views, int(cfg["seed"])), int(getattr(source, "num_classes", 0))
+    return SeededDataset(source, views, seed), int(getattr(source, "num_classes", 0))
 
 
 def train(cfg: dict[str, Any], task: DistillTask | None = None) -> TrainResult:

@@ -214,7 +214,8 @@ class LAFSTask(Task):
         l_tokens = None
         if local:
             l_tokens, _ = landmark_views(l_clean, l_aug, cnn, int(v["local_landmarks"]), sigma,
-                                         backbone.patch_size, backbone.sampler, marks)
+                                         backbone.patch_size, backbone.sampler, marks,
+                                         shuffle=bool(v["shuffle"]))
         return g_tokens, l_tokens
 
     def batch_images(self, batch) -> int:

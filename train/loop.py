@@ -7,7 +7,10 @@ dataset).fit()` does the rest, the same way on a CPU, one GPU, or many GPUs and 
 - data order: `GlobalBatchSampler` splits each global batch (micro_batch x accumulate x world)
   into fixed per-rank slots, so a run sees the same global batches on any number of ranks, and
   resumes at the exact step. `SeededDataset` seeds each sample's augmentation from
-  (seed, epoch, index): independent of ranks, workers and restarts.
+  (seed, epoch, index): independent of ranks, workers and restarts. A `SeededDataset` over
+  WebDataset shards (`data.webdataset.ShardSource`) streams instead (`ShardStream`): shards
+  split over ranks and workers, equal batch counts per rank, exact resume; its order depends on
+  the number of ranks and workers.
 - bf16/fp16 autocast on GPU (GradScaler for fp16), gradient accumulation (DDP `no_sync` on all
   but the last micro-batch), AdamW with linear warmup + cosine decay, global gradient-norm clip
   (shards of Partial FC included).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import inspect
+import itertools
 import json
 import math
 import os
@@ -34,19 +38,21 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import (DataLoader, Dataset, IterableDataset, Sampler, default_collate,
+                              get_worker_info)
 
 from ..errors import UserError
 from ..fileio import write_text_atomic
 from ..models.registry import atomic_torch_save
 from .config import save_config
+from .data.webdataset import ShardSource
 
 STATE_FORMAT = "lafs-edge-train-state/1"
 
@@ -176,6 +182,86 @@ class SeededDataset(Dataset):
         index, epoch = key
         rng = np.random.default_rng([self.seed, epoch, index])
         return self.transform(self.base[index], rng)
+
+
+class ShardStream(IterableDataset):
+    """This rank's micro-batches from a `SeededDataset` over a `ShardSource`, collated inside
+    the DataLoader workers: the streaming counterpart of `GlobalBatchSampler` (same
+    `steps_per_epoch` and `set_epoch`).
+
+    Epoch e shuffles the shards with (seed, e); rank r takes every world-th of them and each of
+    its `lanes` (max(1, DataLoader workers)) every lanes-th of those, cycling them when they run
+    short, through a shuffle buffer seeded by (seed, e, r, lane). Micro-batch i of the rank comes
+    from lane i % lanes; sample n of a lane is transformed with a rng seeded by
+    (seed, e, r, lane, n). The stream is a pure function of (seed, epoch, rank, world, lanes), and
+    every rank yields exactly steps_per_epoch x accumulate micro-batches (steps from the sample
+    count in meta.json), so DDP ranks stay in step. Resuming at step s skips this rank's first
+    s x accumulate micro-batches: their samples are read, never decoded.
+    """
+
+    def __init__(self, data: SeededDataset, micro_batch: int, accumulate: int, world: int,
+                 rank: int, workers: int, buffer: int, collate_fn: Callable | None = None):
+        self.source: ShardSource = data.base
+        self.transform, self.seed = data.transform, data.seed
+        self.micro_batch, self.accumulate = micro_batch, accumulate
+        self.world, self.rank, self.lanes, self.buffer = world, rank, max(1, workers), buffer
+        self.collate = collate_fn or default_collate
+        self.global_batch = micro_batch * accumulate * world
+        self.steps_per_epoch = len(self.source) // self.global_batch
+        if len(self.source.shards) < world * self.lanes:
+            raise UserError(f"{len(self.source.shards)} shards cannot feed {world} ranks x "
+                            f"{self.lanes} DataLoader workers: pack at least {world * self.lanes} "
+                            "shards (data pack --shard-size) or lower data.num_workers")
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __iter__(self) -> Iterator[Any]:
+        skip = self.start_step * self.accumulate
+        # A DataLoader iterator asks worker k for its outputs k, k + lanes, ...: here micro-batches
+        # skip + k, skip + k + lanes, ..., which lane (skip + k) % lanes makes.
+        worker = get_worker_info()
+        lane = ((worker.id if worker else 0) + skip) % self.lanes
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.source.shards))
+        shards = [self.source.shards[i] for i in order[self.rank::self.world][lane::self.lanes]]
+        samples = self._cycle(shards, np.random.default_rng([self.seed, self.epoch, self.rank,
+                                                             lane]))
+        # this lane's samples: [done, end) of the epoch; those before `done` were used already
+        done = len(range(lane, skip, self.lanes)) * self.micro_batch
+        end = len(range(lane, self.steps_per_epoch * self.accumulate, self.lanes)) * \
+            self.micro_batch
+        batch = []
+        for n, sample in zip(range(done, end), itertools.islice(samples, done, None)):
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, lane, n])
+            batch.append(self.transform(self.source.decode(sample), rng))
+            if len(batch) == self.micro_batch:
+                yield self.collate(batch)
+                batch = []
+
+    def _cycle(self, shards: list[str], rng: np.random.Generator) -> Iterator[dict]:
+        """Endless passes over `shards`, each shuffled through the buffer."""
+        while True:
+            empty = True
+            for sample in _shuffled(self.source.read(shards), self.buffer, rng):
+                empty = False
+                yield sample
+            if empty:
+                raise UserError(f"no samples in the shards {', '.join(shards)}")
+
+
+def _shuffled(samples: Iterable, size: int, rng: np.random.Generator) -> Iterator:
+    """Shuffle a stream through a buffer of `size` items (<= 1: unchanged), emptied at its end."""
+    buffer: list = []
+    for sample in samples:
+        if len(buffer) < max(1, size):
+            buffer.append(sample)
+            continue
+        j = int(rng.integers(len(buffer)))
+        yield buffer[j]
+        buffer[j] = sample
+    for j in rng.permutation(len(buffer)):
+        yield buffer[j]
 
 
 def _worker_init(_: int) -> None:
@@ -340,25 +426,35 @@ class Trainer:
                                  eps=optim["eps"], weight_decay=optim["weight_decay"],
                                  fused=fused or None)
 
-    def _loader(self) -> tuple[GlobalBatchSampler, DataLoader]:
+    def _loader(self) -> tuple[GlobalBatchSampler | ShardStream, DataLoader]:
         optim, info = self.cfg["optim"], self.info
-        sampler = GlobalBatchSampler(len(self.dataset), optim["batch_size"], optim["accumulate"],
-                                     info.world, info.rank, int(self.cfg["seed"]))
+        workers = int(self.cfg["data"]["num_workers"])
+        streaming = isinstance(self.dataset, SeededDataset) and \
+            isinstance(self.dataset.base, ShardSource)
+        if streaming:
+            sampler = ShardStream(self.dataset, optim["batch_size"], optim["accumulate"],
+                                  info.world, info.rank, workers,
+                                  int(self.cfg["data"]["shuffle_buffer"]), self.collate_fn)
+        else:
+            sampler = GlobalBatchSampler(len(self.dataset), optim["batch_size"],
+                                         optim["accumulate"], info.world, info.rank,
+                                         int(self.cfg["seed"]))
         if sampler.steps_per_epoch == 0:
             raise UserError(f"the dataset has {len(self.dataset)} images, fewer than one global "
                             f"batch ({sampler.global_batch} = batch_size {optim['batch_size']} x "
                             f"accumulate {optim['accumulate']} x {info.world} ranks)")
-        workers = int(self.cfg["data"]["num_workers"])
         if workers:
             _single_threaded_opencv()
         # A private generator: DataLoader iterators must not draw from the global torch RNG,
         # or a resumed run (which starts an iterator mid-epoch) would shift dropout randomness.
-        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
-                            collate_fn=self.collate_fn, pin_memory=info.device.type == "cuda",
-                            worker_init_fn=_worker_init if workers else None,
-                            generator=torch.Generator().manual_seed(0),
-                            prefetch_factor=4 if workers else None)
-        return sampler, loader
+        common = dict(num_workers=workers, pin_memory=info.device.type == "cuda",
+                      worker_init_fn=_worker_init if workers else None,
+                      generator=torch.Generator().manual_seed(0),
+                      prefetch_factor=4 if workers else None)
+        if streaming:  # the workers batch
+            return sampler, DataLoader(sampler, batch_size=None, **common)
+        return sampler, DataLoader(self.dataset, batch_sampler=sampler,
+                                   collate_fn=self.collate_fn, **common)
 
     # -- checkpoints --
     def _latest(self) -> Path | None:
@@ -385,6 +481,11 @@ class Trainer:
         if state.get("format") != STATE_FORMAT or state["world"] != self.info.world:
             raise UserError(f"{path}: written by {state.get('world')} ranks; resume with the same "
                             f"number (this run has {self.info.world})")
+        lanes, saved = getattr(self.sampler, "lanes", 0), state["sampler"].get("lanes", 0)
+        if lanes and saved and lanes != saved:
+            raise UserError(f"{path}: written streaming shards with data.num_workers="
+                            f"{saved if saved > 1 else '0 or 1'}; resume with that (the shard "
+                            "order depends on the number of workers)")
         try:
             for name, module in self.task.state_modules().items():
                 module.load_state_dict(state["modules"][name])
@@ -408,7 +509,9 @@ class Trainer:
                  "schedule": {"step": step, "total_steps": self.total_steps,
                               "warmup_steps": self.warmup_steps},
                  "sampler": {"epoch": step // self.sampler.steps_per_epoch,
-                             "step_in_epoch": step % self.sampler.steps_per_epoch},
+                             "step_in_epoch": step % self.sampler.steps_per_epoch,
+                             # streams: the order depends on the lanes (workers); 0: it does not
+                             "lanes": getattr(self.sampler, "lanes", 0)},
                  "rng": rng_state(info.device), "config": self.cfg}
         atomic_torch_save(state, folder / f"rank{info.rank:05d}.pt")
         barrier(info)

@@ -6,6 +6,8 @@ any alignment template straight from the original pixels (one resampling, not tw
                   folder      a folder (or list file) of already aligned / tight face crops;
                               crops that are not 112x112 are letterboxed (`to_112`)
                   recordio    InsightFace RecordIO of aligned 112x112 crops (data.bgr: MS1MV3)
+                  webdataset  tar shards of crops (`lafs-edge data pack --format webdataset`),
+                              streamed by the Trainer; crops that are not 112x112 are letterboxed
                   synthetic   SyntheticFaces (engine tests and benchmarks only)
 """
 from __future__ import annotations
@@ -37,11 +39,21 @@ class FaceSource(Dataset):
     def __getitem__(self, i: int):
         path, points, label = self.entries[i]
         image = self.reader(path)
-        if points is None and image.shape[:2] != (CROP_SIZE, CROP_SIZE):
-            from .data.folders import to_112
+        return (image if points is not None else _letterboxed(image)), points, label
 
-            image = to_112(image, CROP_SIZE)
-        return image, points, label
+
+def _letterboxed(image: np.ndarray) -> np.ndarray:
+    """A crop without points, letterboxed to 112x112 unless it has that size already."""
+    if image.shape[:2] != (CROP_SIZE, CROP_SIZE):
+        from .data.folders import to_112
+
+        image = to_112(image, CROP_SIZE)
+    return image
+
+
+def _shard_item(image: np.ndarray, label: int):
+    """A shard sample as a source item."""
+    return _letterboxed(image), None, label
 
 
 class _PairSource(Dataset):
@@ -93,7 +105,13 @@ def build_source(data_cfg: dict[str, Any], seed: int, labelled: bool = False) ->
             return FaceSource([(p, None, y) for p, y in folder.samples], folder.num_classes)
         folder = UnlabelledFolder(data_cfg["root"], list_file=data_cfg["list_file"])
         return FaceSource([(p, None, NO_LABEL) for p in folder.paths])
-    raise UserError(f"data.format must be landmarks, folder, recordio or synthetic, got {kind!r}")
+    if kind == "webdataset":
+        from .data.webdataset import ShardSource
+
+        return ShardSource(data_cfg["root"], bgr=bool(data_cfg["bgr"]), labelled=labelled,
+                           item=_shard_item)
+    raise UserError("data.format must be landmarks, folder, recordio, webdataset or synthetic, "
+                    f"got {kind!r}")
 
 
 def student_matrix(points: np.ndarray | None) -> np.ndarray:

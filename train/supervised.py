@@ -71,7 +71,12 @@ def build_dataset(data_cfg: dict[str, Any], seed: int) -> tuple[Dataset, int]:
             raise UserError("data.root is required (the folder holding train.rec and train.idx)")
         dataset = RecordIODataset(data_cfg["root"], bgr=bool(data_cfg.get("bgr", False)))
         return dataset, dataset.num_classes
-    raise UserError(f"data.format must be folder, recordio or synthetic, got {kind!r}")
+    if kind == "webdataset":  # streamed by the Trainer (loop.ShardStream)
+        from .data.webdataset import ShardSource
+
+        source = ShardSource(data_cfg["root"], bgr=bool(data_cfg.get("bgr", False)))
+        return source, source.num_classes
+    raise UserError(f"data.format must be folder, recordio, webdataset or synthetic, got {kind!r}")
 
 
 class FaceTransform:

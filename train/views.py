@@ -12,7 +12,7 @@ Token sets (`TokenViews`): patches (V*B, n, 3, P, P) and landmark ids (V*B, n), 
 - `landmark_views` (LAFS): the frozen landmark CNN finds the points on the photometrically
   clean view; patches are cut at those points from the augmented view. Global views use all N
   landmarks in order; local views draw `n` ids with replacement, in random order (landmark
-  shuffle). Every coordinate gets N(0, sigma^2) pixel noise (coordinate perturbation).
+  shuffle; `views.shuffle=false`: the same evenly spaced `n` ids for every local view). Every coordinate gets N(0, sigma^2) pixel noise (coordinate perturbation).
 - `grid_views` (plain DINO baseline): ordinary image patches on a regular grid of each crop;
   a smaller local crop has a coarser grid whose tokens take the position ids of the global
   grid cells they fall in.
@@ -250,6 +250,13 @@ def shuffled_ids(rows: int, count: int, total: int, gen: torch.Generator) -> tor
     return torch.randint(0, total, (rows, count), generator=gen)
 
 
+def fixed_ids(rows: int, count: int, total: int) -> torch.Tensor:
+    """Landmark shuffle off: the same `count` ids for every row, evenly spaced over 0..total-1
+    in index order (distinct when count <= total)."""
+    ids = torch.floor(torch.arange(count, dtype=torch.float64) * total / count).long()
+    return ids.expand(rows, count)
+
+
 def perturb(points: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
     """Gaussian noise N(0, sigma^2) pixels on every coordinate."""
     if sigma <= 0:
@@ -260,18 +267,21 @@ def perturb(points: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.T
 
 def landmark_views(clean: torch.Tensor, augmented: torch.Tensor, landmark_cnn: torch.nn.Module,
                    count: int | None, sigma: float, patch_size: int, sampler: str,
-                   gen: torch.Generator) -> tuple[TokenViews, torch.Tensor]:
+                   gen: torch.Generator, shuffle: bool = True) -> tuple[TokenViews, torch.Tensor]:
     """Tokens of views whose clean and augmented versions are given (V*B rows each).
 
-    `count` None: all landmarks in order (global views); else `count` shuffled ids (local).
+    `count` None: all landmarks in order (global views); else `count` shuffled ids (local), or
+    with `shuffle` false the same fixed, evenly spaced `count` ids for every view (ablation).
     Returns the tokens and the landmark CNN's points (V*B, N, 2) on the clean views."""
     with torch.no_grad():
         points = landmark_cnn(clean).float()
     rows, total = points.shape[:2]
     if count is None:
         ids = torch.arange(total).expand(rows, total)
-    else:
+    elif shuffle:
         ids = shuffled_ids(rows, count, total, gen)
+    else:
+        ids = fixed_ids(rows, count, total)
     ids = ids.to(points.device)
     chosen = points.gather(1, ids[..., None].expand(-1, -1, 2))
     chosen = perturb(chosen, sigma, gen)

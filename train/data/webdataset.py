@@ -8,6 +8,9 @@ Reading splits shards first across distributed ranks (rank r takes shards r, r+W
 across DataLoader workers (webdataset's `split_by_worker`); every sample is read once per epoch
 overall. Ranks can get different sample counts when shards are uneven, so a DDP loop should
 stop on a fixed step count, not on the end of the stream.
+
+For training, `ShardSource` is the shard folder as a stage's data source: the engine streams it
+(`lafs_edge.train.loop.ShardStream`: equal micro-batch counts on every rank, exact resume).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from torch.utils.data import IterableDataset
 
@@ -106,13 +109,62 @@ class WebDatasetShards(IterableDataset):
             yield self._decode(sample)
 
     def _decode(self, sample: dict):
-        key = next((k for k in IMAGE_KEYS if k in sample), None)
-        if key is None or "cls" not in sample:
-            raise UserError(f"shard sample {sample.get('__key__')} in {sample.get('__url__')} "
-                            "lacks an image or a .cls label")
-        image = decode_image(sample[key], self.bgr)
-        label = int(sample["cls"].decode() if isinstance(sample["cls"], bytes) else sample["cls"])
+        image, label = decode_sample(sample, self.bgr)
         return (self.transform(image) if self.transform else image), label
+
+
+def decode_sample(sample: dict, bgr: bool = False, labelled: bool = True) -> tuple[Any, int]:
+    """A raw shard sample (encoded bytes by extension) -> (RGB uint8 image, label); the label is
+    -1 when not `labelled`."""
+    key = next((k for k in IMAGE_KEYS if k in sample), None)
+    if key is None or (labelled and "cls" not in sample):
+        raise UserError(f"shard sample {sample.get('__key__')} in {sample.get('__url__')} "
+                        "lacks an image or a .cls label")
+    image = decode_image(sample[key], bgr)
+    if not labelled:
+        return image, -1
+    return image, int(sample["cls"].decode() if isinstance(sample["cls"], bytes) else sample["cls"])
+
+
+class ShardSource:
+    """A shard folder as a training source: `len` is the sample count of meta.json (the engine
+    plans its epochs with it), `read(shards)` yields raw samples (bytes, nothing decoded) and
+    `decode(sample)` makes one item, `item(image, label)` ((image, label) by default).
+
+    A stage wraps it in `SeededDataset` like any dataset; the Trainer sees the shard source
+    inside and streams it instead of sampling indices (`loop.ShardStream`).
+    """
+
+    def __init__(self, root: str | os.PathLike | None, bgr: bool = False, labelled: bool = True,
+                 item: Callable[[Any, int], Any] | None = None):
+        if not root:
+            raise UserError("data.root is required for format=webdataset (the folder of .tar "
+                            "shards from `lafs-edge data pack --format webdataset`)")
+        self.shards = list_shards(root)
+        meta = read_meta(root) if Path(root).is_dir() else {}
+        if not meta.get("samples"):
+            raise UserError(f"{root}: no {META} with the sample count beside the shards (write "
+                            "them with `lafs-edge data pack --format webdataset`)")
+        self.samples = int(meta["samples"])
+        self.num_classes = int(meta.get("classes") or 0) if labelled else 0
+        self.bgr, self.labelled, self.item = bgr, labelled, item
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __getitem__(self, index: int):
+        raise UserError("data.format=webdataset is streamed by the training engine and has no "
+                        "random access; use format folder or recordio for this")
+
+    def read(self, shards: list[str]) -> Iterator[dict]:
+        """The raw samples of `shards`, in order."""
+        from webdataset.tariterators import tarfile_samples
+
+        return tarfile_samples([{"url": shard} for shard in shards])
+
+    def decode(self, sample: dict):
+        image, label = decode_sample(sample, self.bgr, self.labelled)
+        return self.item(image, label) if self.item else (image, label)
 
 
 def write_shards(out_dir: str | os.PathLike, items: Iterable[tuple[str, bytes, str, int]],
