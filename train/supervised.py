@@ -15,7 +15,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset

@@ -12,7 +12,8 @@ Token sets (`TokenViews`): patches (V*B, n, 3, P, P) and landmark ids (V*B, n), 
 - `landmark_views` (LAFS): the frozen landmark CNN finds the points on the photometrically
   clean view; patches are cut at those points from the augmented view. Global views use all N
   landmarks in order; local views draw `n` ids with replacement, in random order (landmark
-  shuffle; `views.shuffle=false`: the same evenly spaced `n` ids for every local view). Every coordinate gets N(0, sigma^2) pixel noise (coordinate perturbation).
+  shuffle; `views.shuffle=false`: the same evenly spaced `n` ids for every local view). Every
+  coordinate gets N(0, sigma^2) pixel noise (coordinate perturbation).
 - `grid_views` (plain DINO baseline): ordinary image patches on a regular grid of each crop;
   a smaller local crop has a coarser grid whose tokens take the position ids of the global
   grid cells they fall in.
