@@ -688,7 +688,10 @@ def fragment(summ: dict, results: dict, study: Study, command: str, files: dict,
             f"invocation: {minutes:.0f} min (runs already present are reused)."
             + "".join(f" {stage}: {t['runs']} runs, {t['wall_s_per_step']:.2f} s per step "
                       f"({t['cpu_s_per_step']:.2f} s CPU), start-up included."
-                      for stage, t in timing.items()), ""]
+                      for stage, t in timing.items())
+            + (f" All training together: {sum(t['cpu_s_total'] for t in timing.values()) / 60:.0f}"
+               f" CPU-minutes, about {sum(t['cpu_s_total'] for t in timing.values()) / 60 / b['jobs']:.0f}"
+               f" minutes on {b['jobs']} free cores." if timing else ""), ""]
     return "\n".join(out)
 
 
