@@ -664,8 +664,8 @@ def fragment(summ: dict, results: dict, study: Study, command: str, files: dict,
             for s in settings()) + " |")
     out += ["", "**Does LAFS win at this scale?** (mean held-out rank-1 after fine-tuning)", "",
             *verdict(summ), *context(summ, study), "",
-            f"![accuracy vs shots]({files['shots']})", "",
-            f"![ROC]({files['roc']}) (ROC: {roc_setting.replace('_', ' ')}, seed 0)", ""]
+            f"![accuracy vs shots](results/{files['shots']})", "",
+            f"![ROC](results/{files['roc']}) (ROC: {roc_setting.replace('_', ' ')}, seed 0)", ""]
     if summ["ablations"]:
         shown = [s for s in settings() if s in summ["ablations"]["lafs"]["finetuned"]]
         n = b["ablation_seeds"]
@@ -682,7 +682,7 @@ def fragment(summ: dict, results: dict, study: Study, command: str, files: dict,
                     f"{cell(e['finetuned'][s])} / {cell(e['pretrained_only'][s])}"
                     for s in shown) + " |")
         out += ["", "Shuffle off: every local view uses the same evenly spaced landmark ids "
-                "(`views.shuffle=false`).", "", f"![ablations]({files['ablation']})", ""]
+                "(`views.shuffle=false`).", "", f"![ablations](results/{files['ablation']})", ""]
     out += ["**Reproduce** (numbers within seed variance):", "", "```", command, "```", "",
             f"Machine: {machine()}; training runs {parallel_text(b)}. Wall time of this "
             f"invocation: {minutes:.0f} min (runs already present are reused)."

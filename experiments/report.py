@@ -1,6 +1,7 @@
 """Regenerate docs/results.md from the fragments the studies write into docs/results/
 (`<study>.md`, with their JSON and PNG files beside them). Every study script calls this at its
-end (fragments are outputs: edit the script, not the fragment).
+end (fragments are outputs: edit the script, not the fragment). Fragments link their images as
+`results/<name>.png`, i.e. relative to docs/results.md, the page they end up in.
 
     python experiments/report.py
 """
