@@ -140,7 +140,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
                           atol=2e-6)
 
 
-def test_resume_equals_one_straight_run(tmp_path):
+def test_resume_equals_one_straight_run(tmp_path, capsys):
     """6 steps straight == 3 steps, stop, resume, 3 steps (bitwise). Dropout, drop-path and
     mixup draw random numbers and the resumed half crosses an epoch boundary (4 steps/epoch)."""
     extra = ["model.overrides.landmark_dropout=0.5", "model.overrides.drop_path=0.2",
@@ -149,8 +149,10 @@ def test_resume_equals_one_straight_run(tmp_path):
     straight = train(tiny_config(tmp_path / "straight", *extra))
     first = train(tiny_config(tmp_path / "resumed", *extra, "train.stop_after=3"))
     assert first.final_step == 3 and rank_state(tmp_path / "resumed")["step"] == 3
+    capsys.readouterr()
     second = train(tiny_config(tmp_path / "resumed", *extra))
     assert (second.start_step, second.final_step) == (3, 6)
+    assert "changed config" not in capsys.readouterr().out  # stop_after is a run key
     assert first.losses + second.losses == straight.losses
     a, b = weights(tmp_path / "straight" / "model.pt"), weights(tmp_path / "resumed" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -163,6 +165,15 @@ def test_resume_equals_one_straight_run(tmp_path):
     assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
     model = load_model(tmp_path / "resumed" / "model.pt")  # the deployable checkpoint
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 64)
+
+
+def test_resuming_with_another_config_says_what_changed():
+    from lafs_edge.train.loop import config_changes
+
+    saved = {"optim": {"lr": 1e-3, "max_steps": 900}, "train": {"stop_after": 3}, "seed": 0}
+    current = {"optim": {"lr": 3e-4, "max_steps": 900}, "train": {"stop_after": 0}, "seed": 0}
+    assert config_changes(saved, current) == ["optim.lr 0.001 -> 0.0003"]
+    assert config_changes(saved, saved) == []
 
 
 def test_training_reads_insightface_recordio(tmp_path):

@@ -264,6 +264,24 @@ def _shuffled(samples: Iterable, size: int, rng: np.random.Generator) -> Iterato
         yield buffer[j]
 
 
+# Keys that only steer the run itself; changing them on resume is the normal thing to do.
+_RUN_KEYS = {"train.resume", "train.stop_after", "train.progress", "train.log_every",
+             "train.checkpoint_every", "train.keep_checkpoints", "data.num_workers"}
+
+
+def config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """`key old -> new` for every leaf that differs between two resolved configs."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += config_changes(old, new, f"{name}.")
+        elif old != new and name not in _RUN_KEYS:
+            out.append(f"{name} {old!r} -> {new!r}")
+    return out
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers are the parallelism; more threads would oversubscribe
 
@@ -497,6 +515,10 @@ class Trainer:
         set_rng_state(state["rng"], self.info.device)
         if self.info.is_main:
             print(f"resuming from {latest} (step {state['step']})", flush=True)
+            changed = config_changes(state.get("config", {}), self.cfg)
+            if changed:
+                print("warning: resuming with a changed config (the schedules follow the new "
+                      "values): " + ", ".join(changed), flush=True)
         return int(state["step"])
 
     def _save(self, step: int) -> None:
