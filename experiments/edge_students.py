@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faces import (REPO, RESULTS, RUNS, SHARED_DATA, aligned_faces, aligned_folder, embed_with,  # noqa: E402
-                   evaluate, face_points, write_json)
+                   evaluate, face_points, torch_embedder, write_json)
 
 TEACHER_YAML = "train/configs/teachers/retail_0095.yaml"
 TEACHER_XML = SHARED_DATA.parent / "models" / "face-reidentification-retail-0095"
@@ -133,20 +133,6 @@ def export_and_verify(out: Path, artifacts: Path) -> dict[str, dict]:
     return reports
 
 
-def torch_embedder(model):
-    """uint8 aligned crops (B, 112, 112, 3) -> (B, D) with the project's normalisation."""
-    import torch
-
-    from lafs_edge.image import MEAN, STD
-
-    def embed(batch: np.ndarray) -> np.ndarray:
-        x = (torch.from_numpy(batch).permute(0, 3, 1, 2).float() - MEAN) / STD
-        with torch.no_grad():
-            return model(x).numpy()
-
-    return embed
-
-
 def accuracy(out: Path, artifacts: Path) -> dict[str, dict]:
     """ORL and Yale figures of the teacher (FP16 and its INT8 IR), each student in PyTorch and
     each artifact in its runtime."""
@@ -204,6 +190,13 @@ def plots(rows: dict, latency: dict[str, float]) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(RESULTS / name, dpi=90)
+        plt.close(fig)
+        names.append(name)
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, data in zip(axes, ("orl", "yale")):
         for name in ("teacher-fp16", "part_fvit_tiny-pytorch-fp32", "mobilefacenet-pytorch-fp32",
@@ -217,10 +210,7 @@ def plots(rows: dict, latency: dict[str, float]) -> list[str]:
         ax.set_title(f"{data.upper()} verification (all pairs of held-out images)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "edge_students_roc.png", dpi=90)
-    names.append("edge_students_roc.png")
-    plt.close(fig)
+    save(fig, "edge_students_roc.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, data in zip(axes, ("orl", "yale")):
@@ -235,10 +225,7 @@ def plots(rows: dict, latency: dict[str, float]) -> list[str]:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "edge_students_shots.png", dpi=90)
-    names.append("edge_students_shots.png")
-    plt.close(fig)
+    save(fig, "edge_students_shots.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, ms in latency.items():
@@ -247,10 +234,7 @@ def plots(rows: dict, latency: dict[str, float]) -> list[str]:
     ax.set_ylabel("ORL rank-1, k=1")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "edge_students_latency.png", dpi=90)
-    names.append("edge_students_latency.png")
-    plt.close(fig)
+    save(fig, "edge_students_latency.png")
     return names
 
 

@@ -69,8 +69,6 @@ def evaluate(embeddings: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1,
              seeds: Sequence[int] = (0, 1, 2, 3, 4), roc: bool = False) -> dict:
     """k-shot rank-1 (mean, std over seeds) and verification figures of L2-normalised rows."""
     from lafs_edge.train.evaluate.kshot import identification_report, kshot_split
-    from lafs_edge.train.evaluate.verification import (make_pairs, pair_scores, roc_curve,
-                                                       verification_report)
 
     out: dict = {}
     for k in ks:
@@ -78,17 +76,41 @@ def evaluate(embeddings: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1,
                  for s in seeds]
         out[f"rank1_k{k}"] = float(np.mean(rank1))
         out[f"rank1_k{k}_std"] = float(np.std(rank1))
+    return {**out, **verification(embeddings, labels, roc_points=400 if roc else 0)}
+
+
+def verification(embeddings: np.ndarray, labels: np.ndarray, roc_points: int = 0) -> dict:
+    """Accuracy (10-fold) and TAR at FAR 1e-2 over all genuine pairs of these rows and as many
+    impostor pairs; with `roc_points`, the ROC thinned to about that many points."""
+    from lafs_edge.train.evaluate.verification import (make_pairs, pair_scores, roc_curve,
+                                                       verification_report)
+
     first, second, issame = make_pairs(labels, seed=0)
     scores = pair_scores(embeddings, first, second)
     report = verification_report(scores, issame)
-    out["verification_accuracy"] = float(report["accuracy"])
-    out["tar_at_far_1e-2"] = float(report["tar_at_far"]["0.01"]["tar"])
-    out["pairs"] = int(len(issame))
-    if roc:
+    out = {"verification_accuracy": float(report["accuracy"]),
+           "tar_at_far_1e-2": float(report["tar_at_far"]["0.01"]["tar"]),
+           "pairs": int(len(issame))}
+    if roc_points:
         fpr, tpr, _ = roc_curve(scores, issame)
-        keep = np.unique(np.linspace(0, len(fpr) - 1, 400).astype(int))
-        out["roc"] = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+        keep = np.unique(np.linspace(0, len(fpr) - 1, roc_points).astype(int))
+        out["roc"] = {"fpr": fpr[keep].round(5).tolist(), "tpr": tpr[keep].round(5).tolist()}
     return out
+
+
+def torch_embedder(forward: Callable) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 aligned crops (B, 112, 112, 3) -> (B, D): `forward` (a model, or any function of a
+    normalised (B, 3, 112, 112) tensor) under no_grad, with the project's normalisation."""
+    import torch
+
+    from lafs_edge.image import MEAN, STD
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        x = (torch.from_numpy(batch).permute(0, 3, 1, 2).float() - MEAN) / STD
+        with torch.no_grad():
+            return forward(x).numpy()
+
+    return embed
 
 
 def normalised(vectors: np.ndarray) -> np.ndarray:

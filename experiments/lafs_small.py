@@ -193,24 +193,17 @@ def yaml_value(v) -> str:
 def embed(model_path: str, crops: np.ndarray, grid: bool = False) -> np.ndarray:
     """L2-normalised embeddings of uint8 crops; `grid`: the tokens of plain-DINO pretraining
     (regular grid of patches of the whole crop), not landmark patches."""
-    import torch
-
-    from lafs_edge.image import MEAN, STD
     from lafs_edge.models import load_model
     from lafs_edge.train.views import grid_views
 
     model = load_model(model_path).eval()
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        x = (torch.from_numpy(batch).permute(0, 3, 1, 2).float() - MEAN) / STD
-        with torch.no_grad():
-            if grid:
-                tokens = grid_views(x, model.num_landmarks, model.image_size, model.patch_size,
-                                    model.sampler)
-                return model.encode_patches(tokens.patches, tokens.ids).numpy()
-            return model(x).numpy()
+    def grid_forward(x):
+        tokens = grid_views(x, model.num_landmarks, model.image_size, model.patch_size,
+                            model.sampler)
+        return model.encode_patches(tokens.patches, tokens.ids)
 
-    return faces.embed_with(run, crops)
+    return faces.embed_with(faces.torch_embedder(grid_forward if grid else model), crops)
 
 
 def kshot_rows(root: Path, k: int, seed: int, out: Path) -> np.ndarray:
@@ -226,23 +219,12 @@ def heldout_eval(emb: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
     """Gallery = the k training images per identity, probes = every other image; verification on
     pairs among the held-out images only."""
     from lafs_edge.train.evaluate.kshot import identification_report
-    from lafs_edge.train.evaluate.verification import (make_pairs, pair_scores, roc_curve,
-                                                       verification_report)
 
     held = np.setdiff1d(np.arange(len(labels)), train_rows)
     split = {"enroll": train_rows, "probe": held, "unknown": np.array([], dtype=int)}
     ident = identification_report(emb, labels, split)
-    first, second, issame = make_pairs(labels[held], seed=0)
-    scores = pair_scores(emb[held], first, second)
-    ver = verification_report(scores, issame)
-    out = {"rank1": ident["rank1"], "rank5": ident["rank5"], "probes": ident["probes"],
-           "verification_accuracy": float(ver["accuracy"]),
-           "tar_at_far_1e-2": float(ver["tar_at_far"]["0.01"]["tar"]), "pairs": int(len(issame))}
-    if roc:
-        fpr, tpr, _ = roc_curve(scores, issame)
-        keep = np.unique(np.linspace(0, len(fpr) - 1, 300).astype(int))
-        out["roc"] = {"fpr": fpr[keep].round(5).tolist(), "tpr": tpr[keep].round(5).tolist()}
-    return out
+    return {"rank1": ident["rank1"], "rank5": ident["rank5"], "probes": ident["probes"],
+            **faces.verification(emb[held], labels[held], roc_points=300 if roc else 0)}
 
 
 # --- the study -------------------------------------------------------------------------------
@@ -535,17 +517,11 @@ def plot_ablation(summ: dict, path: Path) -> None:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from lafs_edge.convert.bench import machine as cpu
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores visible, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads, {gpu}")
+    return (f"{platform.system()} {platform.machine()}, {cpu()}, torch {torch.__version__} "
+            f"with {torch.get_num_threads()} threads, {gpu}")
 
 
 def verdict(summ: dict) -> list[str]:

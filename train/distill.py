@@ -272,18 +272,15 @@ def compute_teacher_targets(cfg: dict[str, Any], labelled: bool, batch: int = 64
     crops, targets, labels = [], [], []
     started = time.perf_counter()
     faces = _faces_in_order(source)
+    key = "student" if teacher.geometry.is_student_crop else "teacher"  # the teacher's crop
     for start in range(0, len(source), batch):
         items = [next(faces) for _ in range(start, min(start + batch, len(source)))]
-        per_pose = []
-        for pose in (np.eye(3), MIRROR):
-            cut = [views.cut(item, pose) for item in items]
-            key = "student" if teacher.geometry.is_student_crop else "teacher"
-            per_pose.append(teacher(normalise(torch.stack([c[key] for c in cut])))[0])
-            if pose is MIRROR:
-                continue
-            crops.extend(c["student"] for c in cut)
-            labels.extend(c["label"] for c in cut)
-        targets.append(torch.stack(per_pose, 1))
+        plain = [views.cut(item, np.eye(3)) for item in items]
+        mirrored = [views.cut(item, MIRROR) for item in items]
+        targets.append(torch.stack([teacher(normalise(torch.stack([c[key] for c in cut])))[0]
+                                    for cut in (plain, mirrored)], 1))
+        crops.extend(c["student"] for c in plain)
+        labels.extend(c["label"] for c in plain)
         done = min(start + batch, len(source))
         if done == len(source) or (start // batch) % 20 == 0:
             print(f"teacher targets: {done}/{len(source)} faces "
@@ -335,11 +332,14 @@ def _read_targets(path: Path) -> dict | None:
 
 
 def _wait_for_targets(path: Path, key: str, timeout_s: float = 4 * 3600) -> dict:
-    deadline = time.monotonic() + timeout_s
+    deadline, seen = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
-        state = _read_targets(path)
-        if state is not None and state["key"] == key:
-            return state
+        # Load only a file rank 0 has (re)written: a stale cache is hundreds of MB.
+        stamp = path.stat().st_mtime_ns if path.is_file() else None
+        if stamp is not None and stamp != seen:
+            seen, state = stamp, _read_targets(path)
+            if state is not None and state["key"] == key:
+                return state
         time.sleep(5)
     raise UserError(f"rank 0 did not write the teacher targets {path} within {timeout_s:.0f} s")
 
