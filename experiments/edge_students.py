@@ -66,15 +66,19 @@ RUNNABLE = ("onnx", "openvino", "tflite")            # runtime's own tool); Core
 ARTIFACTS = [(t, p) for p in PRECISIONS for t in TARGETS if t != "onnx" or p == "fp32"]
 
 
-def run(argv: list[str], threads: int | None = None) -> None:
+def run(argv: list[str], threads: int | None = None, check: bool = True) -> int:
+    """Print and run a command from the repository root; a failure stops the script unless
+    `check` is off (then the exit code is returned)."""
     print("$ " + shlex.join(argv), flush=True)
     env = None
     if threads:
         import os
 
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    if subprocess.run(argv, cwd=REPO, env=env).returncode:
+    code = subprocess.run(argv, cwd=REPO, env=env).returncode
+    if code and check:
         raise SystemExit(f"failed: {shlex.join(argv)} (its output is above)")
+    return code
 
 
 def distill_argv(student: str, preset: dict, out: Path) -> list[str]:
@@ -134,10 +138,8 @@ def export_student(student: str, out: Path, artifacts: Path, orl: Path, yale: Pa
         name = f"{student}-{target}-{precision}"
         report = artifacts / f"{name}.verify.json"
         if not report.is_file():
-            argv = ["lafs-edge", "verify", str(artifacts / name), "--data", str(orl),
-                    "--json", str(report)]
-            print("$ " + shlex.join(argv), flush=True)
-            code = subprocess.run(argv, cwd=REPO).returncode  # a failed gate is a result too
+            code = run(["lafs-edge", "verify", str(artifacts / name), "--data", str(orl),
+                        "--json", str(report)], check=False)  # a failed gate is a result too
             saved = json.loads(report.read_text())
             write_json(report, {**saved, "passed": code == 0})
         reports[name] = json.loads(report.read_text())
@@ -312,9 +314,10 @@ def fragment(args, preset: dict, rows: dict, reports: dict, bench_rows: list[dic
 def findings(rows: dict, out: Path) -> list[str]:
     """What the table says, computed from it and from the training logs."""
     lines = []
+    cosines = {s: [json.loads(line)["teacher_cosine"] for line in
+                   (out / s / "metrics.jsonl").read_text().strip().splitlines()] for s in STUDENTS}
     for student in STUDENTS:
-        log = (out / student / "metrics.jsonl").read_text().strip().splitlines()
-        cosine = json.loads(log[-1])["teacher_cosine"]
+        cosine = cosines[student][-1]
         before, after = rows[f"{student}-untrained"], rows[f"{student}-pytorch-fp32"]
         int8 = {t: rows[f"{student}-{t}-int8"]["orl"]["rank1_k1"] for t in ("openvino", "tflite")}
         lines.append(
@@ -323,14 +326,13 @@ def findings(rows: dict, out: Path) -> list[str]:
             f"{after['yale']['rank1_k1']:.3f}); cosine to the teacher on the last training batch "
             f"{cosine:.2f}; int8 ORL rank-1 OpenVINO {int8['openvino']:.3f}, LiteRT "
             f"{int8['tflite']:.3f}.")
-    cosines = [json.loads(line)["teacher_cosine"] for line in
-               (out / "part_fvit_tiny" / "metrics.jsonl").read_text().strip().splitlines()]
-    fifth = max(1, len(cosines) // 5)
+    vit = cosines["part_fvit_tiny"]
+    fifth = max(1, len(vit) // 5)
     lines.append(
         "- part_fvit_tiny (a ViT from scratch) first learns the teacher's mean direction (the mean "
         "of the teacher's normalised wild5 embeddings has norm 0.10): here its teacher cosine "
-        f"averaged {np.mean(cosines[:fifth]):.2f} over the first fifth of the logged steps and "
-        f"{np.mean(cosines[-fifth:]):.2f} over the last. Earlier runs of the same recipe: at lr "
+        f"averaged {np.mean(vit[:fifth]):.2f} over the first fifth of the logged steps and "
+        f"{np.mean(vit[-fifth:]):.2f} over the last. Earlier runs of the same recipe: at lr "
         "1e-3 it stayed at 0.10-0.12 for 240 steps; at 3e-4 for 900 steps it crept to 0.17 "
         "(steps 800-900) and still did no better on ORL than its untrained weights. On a CPU "
         "budget the CNN is the usable edge student; the ViT needs the `gpu` preset (or hours of "

@@ -2,7 +2,6 @@
 sampled centres, and (2 gloo processes) the sharded head against one process with all centres."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.distributed as dist
