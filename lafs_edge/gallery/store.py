@@ -390,6 +390,22 @@ def _read_export(path: Path) -> dict:
     return document
 
 
+def person_match(gallery: Gallery, name: str, embeddings: np.ndarray) -> float | None:
+    """Best cosine between the new shots and the person's stored ones; None for a new person.
+
+    Enrolling under an existing name merges into that person, so callers (CLI `enroll`, the
+    demo) compare this with the model's threshold to catch a different face under a taken name."""
+    stored, _ = gallery.embeddings(name)
+    if not len(stored):
+        return None
+    new = np.atleast_2d(np.asarray(embeddings, np.float32))
+    if new.shape[1] != stored.shape[1]:
+        raise FingerprintMismatch(f"new embeddings have {new.shape[1]} values, {name!r}'s "
+                                  f"stored ones {stored.shape[1]}")
+    new = new / np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
+    return float((new @ stored.T).max())
+
+
 def check_name(name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 200 or any(ord(c) < 32 for c in name):
