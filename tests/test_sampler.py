@@ -5,7 +5,16 @@ import pytest
 import torch
 
 from lafs_edge.models import sample_patches, sample_patches_reference
-from lafs_edge.models.sampler import METHODS
+from lafs_edge.models.sampler import METHODS, _sample_gather, gather_form
+
+# Every implementation behind the public methods: the default "gather" runs the export form when
+# traced/exported, grid_sample when gradients flow in eager mode, the flat eager form otherwise.
+FORMS = {
+    "gather": lambda i, p, s: sample_patches(i, p, s, "gather"),
+    "grid_sample": lambda i, p, s: sample_patches(i, p, s, "grid_sample"),
+    "gather export form": lambda i, p, s: _sample_gather(i, p, s, fast=False),
+    "gather eager form": lambda i, p, s: _sample_gather(i, p, s, fast=True),
+}
 
 
 def _inputs(b=3, c=3, h=112, w=112, n=40, seed=0, spread=(-12.0, 124.0)):
@@ -26,13 +35,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("size", [8, 5])
-def test_values_match_reference(method, case, size):
+def test_values_match_reference(form, case, size):
     images, points = _inputs(**CASES[case])
     expected = sample_patches_reference(images, points, size)
-    got = sample_patches(images, points, size, method)
+    got = FORMS[form](images, points, size)
     assert got.shape == expected.shape == (images.shape[0], points.shape[1], images.shape[1], size, size)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
@@ -46,21 +55,65 @@ def test_integer_landmarks_and_exact_pixel_values():
     torch.testing.assert_close(got[1, 0], images[1, :, 0:8, 0:8])
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("form", ["gather", "grid_sample", "gather export form"])
 @pytest.mark.parametrize("case", ["inside", "near and outside borders", "non-square 80x120"])
-def test_gradients_match_reference(method, case):
+def test_gradients_match_reference(form, case):
     images, points = _inputs(**CASES[case], seed=1)
     weights = torch.randn(images.shape[0], points.shape[1], images.shape[1], 8, 8,
                           generator=torch.Generator().manual_seed(2))
     grads = {}
     for name, fn in [("ref", lambda i, p: sample_patches_reference(i, p, 8)),
-                     ("got", lambda i, p: sample_patches(i, p, 8, method))]:
+                     ("got", lambda i, p: FORMS[form](i, p, 8))]:
         im = images.clone().requires_grad_(True)
         pt = points.clone().requires_grad_(True)
         (fn(im, pt) * weights).sum().backward()
         grads[name] = (im.grad, pt.grad)
     torch.testing.assert_close(grads["got"][0], grads["ref"][0], atol=1e-4, rtol=0)
     torch.testing.assert_close(grads["got"][1], grads["ref"][1], atol=1e-4, rtol=0)
+
+
+def test_eager_form_returns_contiguous_patches():
+    images, points = _inputs()
+    with torch.no_grad():
+        assert sample_patches(images, points, 8).is_contiguous()
+
+
+def test_form_follows_what_the_caller_does():
+    """Training in eager mode gets grid_sample, inference the flat gather, tracers the plain
+    gather: chosen by the call itself, not by a setting."""
+    images, points = _inputs()
+    assert gather_form(images, points) == "eager"
+    assert gather_form(images, points.requires_grad_(True)) == "grid_sample"
+    with torch.no_grad():
+        assert gather_form(images, points) == "eager"
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, images, points):
+            seen.append(gather_form(images, points))
+            return sample_patches(images, points, 8)
+
+    torch.jit.trace(Probe(), (images, points.detach()), check_trace=False)
+    torch.export.export(Probe(), (images, points.detach()))
+    assert seen == ["export", "export"]
+
+
+def test_exported_graphs_have_no_grid_sample():
+    class Sampler(torch.nn.Module):
+        def forward(self, images, points):
+            return sample_patches(images, points, 8)
+
+    images, points = _inputs()
+    points.requires_grad_(True)  # even when the points carry gradients (a model's landmarks)
+    traced = torch.jit.trace(Sampler(), (images, points), check_trace=False)
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert "aten::gather" in kinds and not any("grid_sampler" in k for k in kinds)
+    assert not any(k in kinds for k in ("aten::as_strided", "aten::lerp"))
+    exported = torch.export.export(Sampler(), (images, points.detach()))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert not any("grid_sample" in t for t in targets) and any("gather" in t for t in targets)
+    torch.testing.assert_close(traced(images, points), sample_patches_reference(images, points, 8),
+                               atol=1e-5, rtol=0)
 
 
 def test_torch_export_with_dynamic_batch():
