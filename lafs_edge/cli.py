@@ -7,8 +7,10 @@ and a missing optional dependency (say, coremltools) only affects the commands t
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -41,10 +43,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A bad argument is one `error:` line (and exit 2) like every other bad input; the
+    sub-commands inherit this class."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="lafs-edge", description=__doc__.splitlines()[0])
+    parser = OneLineErrors(prog="lafs-edge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lafs-edge {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -69,14 +80,18 @@ def _configure(parser: argparse.ArgumentParser, module_name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = _exit_cleanly_on_sigterm()
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except UserError as e:
+    except (UserError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -86,6 +101,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(e).__name__}: {e} (set LAFS_EDGE_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_cleanly_on_sigterm():
+    """SIGTERM (kill, systemd, a container stop) unwinds like Ctrl-C, so open transactions
+    roll back and temporary files are removed; returns the handler to restore."""
+    try:
+        return signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:   # not the main thread: leave signals alone
+        return None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM; a KeyboardInterrupt so code that cleans up after Ctrl-C does it here too."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
+OS_ERROR_HINTS = {
+    errno.EEXIST: "already exists (as a file where a folder is needed, or the reverse)",
+    errno.ENOTDIR: "a file is in the way where a folder is needed",
+    errno.EISDIR: "is a folder, a file is needed",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the disk",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """`[Errno 17] File exists: 'out'` -> `out: already exists (...)`."""
+    what = OS_ERROR_HINTS.get(error.errno, error.strerror or type(error).__name__)
+    where = error.filename if error.filename is not None else "file system"
+    return f"{where}: {what}"
 
 
 if __name__ == "__main__":

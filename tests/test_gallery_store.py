@@ -26,6 +26,14 @@ def unit(seed: int, dim: int = 64) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+def png(seed: int) -> bytes:
+    """A real (tiny) PNG: imports check that crops are PNG images."""
+    import cv2
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return cv2.imencode(".png", pixels)[1].tobytes()
+
+
 def near(vector: np.ndarray, noise: float, seed: int) -> np.ndarray:
     moved = vector + noise * unit(seed, len(vector))
     return (moved / np.linalg.norm(moved)).astype(np.float32)
@@ -104,7 +112,7 @@ def test_delete_removes_every_byte(tmp_path):
 
 def test_export_import_round_trip_and_refusal(tmp_path):
     with Gallery(tmp_path / "a.db") as gallery:
-        gallery.enroll("ann", [Shot(unit(1), "1", b"png-bytes"), Shot(unit(2), "2")], MODEL_A, "m")
+        gallery.enroll("ann", [Shot(unit(1), "1", png(1)), Shot(unit(2), "2")], MODEL_A, "m")
         gallery.enroll("bob", [Shot(unit(3), "3")], MODEL_A, "m")
         assert gallery.export(tmp_path / "out.json") == 3
     assert (os.stat(tmp_path / "out.json").st_mode & 0o777) == 0o600
@@ -113,7 +121,7 @@ def test_export_import_round_trip_and_refusal(tmp_path):
         assert copy.import_(tmp_path / "out.json") == 0        # idempotent
         vectors, names = copy.embeddings()
         assert names == ["ann", "ann", "bob"] and np.array_equal(vectors[2], unit(3))
-        assert copy.crops("ann") == [b"png-bytes"] and copy.fingerprint == MODEL_A
+        assert copy.crops("ann") == [png(1)] and copy.fingerprint == MODEL_A
         with pytest.raises(FingerprintMismatch):
             copy.import_(tmp_path / "out.json", MODEL_B)
     with Gallery(tmp_path / "c.db") as other:

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..gallery import Gallery
     from ..gallery.adapt import AdaptConfig, adapt_gallery, drop_adapters
 
-    with Gallery(args.gallery, create=False) as gallery:
+    with Gallery(args.gallery, create=False, timeout=args.busy_timeout) as gallery:
         if args.remove:
             with gallery.transaction() as db:
                 drop_adapters(db)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_write
+from .gallery_common import number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +16,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="registry name (random weights) or a lafs-edge checkpoint")
     parser.add_argument("--out", required=True, help="output .npy, one row per image")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=number(1, 65536, integer=True), default=32,
+                        help="faces per forward pass (1-65536)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,13 +2,15 @@
 
 Every photo must show exactly one face. Photos failing the quality gate (face too small, blurry,
 turned away) or nearly identical to a kept one are skipped with the reason; an unreadable photo,
-a photo with no face or several faces stops the command before anything is written."""
+a photo with no face or several faces stops the command before anything is written. Photos added
+under a name already enrolled must match that person's shots at the model's threshold (a
+different face under a taken name would otherwise merge silently); `--allow-mismatch` overrides."""
 from __future__ import annotations
 
 import argparse
 
 from ..errors import UserError
-from .gallery_common import add_gallery_argument, add_model_argument, open_recognizer
+from .gallery_common import add_gallery_argument, add_model_argument, number, open_recognizer
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -18,11 +20,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_gallery_argument(parser)
     parser.add_argument("--no-crops", action="store_true",
                         help="do not keep the aligned face crops (on-device adaptation needs them)")
-    parser.add_argument("--min-eye-distance", type=float, default=20.0, help="pixels")
-    parser.add_argument("--min-sharpness", type=float, default=40.0,
-                        help="variance of the Laplacian of the 112x112 crop")
-    parser.add_argument("--max-yaw", type=float, default=0.8,
-                        help="nose offset from the eye midpoint over half the eye distance")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="add the photos to an enrolled person even when they do not match "
+                             "that person's shots")
+    parser.add_argument("--min-eye-distance", type=number(1, 10000), default=20.0,
+                        help="pixels (1-10000)")
+    parser.add_argument("--min-sharpness", type=number(0, 1e6), default=40.0,
+                        help="variance of the Laplacian of the 112x112 crop (0-1e6)")
+    parser.add_argument("--max-yaw", type=number(0, 2, low_open=True), default=0.8,
+                        help="nose offset from the eye midpoint over half the eye distance "
+                             "(0-2; ~1 is a three-quarter profile)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if not shots:
         raise UserError(f"no photo of {name!r} passed the quality gate; nothing enrolled")
     embedder = recognizer.embedder
-    with Gallery(args.gallery) as gallery:
+    with Gallery(args.gallery, timeout=args.busy_timeout) as gallery:
+        check_same_person(gallery, name, shots, recognizer.threshold, args.allow_mismatch)
         result = gallery.enroll(name, shots, embedder.fingerprint, embedder.label)
         total = next(p.shots for p in gallery.people() if p.name == name)
     for source, reason in result.skipped:
@@ -46,6 +54,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"enrolled {name}: {len(result.added)} shot(s) added, {total} in total "
           f"({args.gallery}, model {embedder.label} {embedder.fingerprint[:12]})")
     return 0
+
+
+def check_same_person(gallery, name: str, shots, threshold: float | None,
+                      allow_mismatch: bool) -> None:
+    """Refuse (or, with --allow-mismatch, warn) when the new photos do not match the shots
+    already stored under `name` at the model's threshold."""
+    import sys
+
+    import numpy as np
+
+    from ..gallery import person_match
+
+    if threshold is None:
+        return   # no threshold to judge by (the identify/demo commands need one too)
+    score = person_match(gallery, name, np.stack([shot.embedding for shot in shots]))
+    if score is None or score >= threshold:
+        return
+    problem = (f"{name!r} is already enrolled and these photos do not match their shots (best "
+               f"cosine {score:.3f}, threshold {threshold:.3f}): a different person?")
+    if not allow_mismatch:
+        raise UserError(f"{problem} Use another name, or --allow-mismatch to add them anyway")
+    print(f"warning: {problem} Adding them anyway (--allow-mismatch)", file=sys.stderr)
 
 
 def open_recognizer_checked(args: argparse.Namespace):
@@ -57,6 +87,6 @@ def open_recognizer_checked(args: argparse.Namespace):
 
     recognizer = open_recognizer(args)
     if Path(args.gallery).exists():
-        with Gallery(args.gallery, create=False) as gallery:
+        with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
             gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
     return recognizer

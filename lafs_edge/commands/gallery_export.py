@@ -1,5 +1,7 @@
 """`lafs-edge gallery export OUT.json --gallery FILE`: people, vectors, crops and the model
-fingerprint in one portable JSON file (written 0600: it holds biometric data)."""
+fingerprint in one portable JSON file (written 0600 and atomically: it holds biometric data).
+The gallery is only read; an output that is the gallery itself (or one of its SQLite files) or a
+folder is refused."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..gallery import Gallery
 
-    with Gallery(args.gallery, create=False) as gallery:
+    with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
         count = gallery.export(args.out)
         people = len(gallery.people())
     print(f"exported {people} people ({count} shots) to {args.out}")

@@ -1,9 +1,12 @@
 """`lafs-edge gallery import FILE.json --gallery FILE [--model ARTIFACT]`: merge an export into a
-gallery (created if absent). Refused when the export comes from another model than the gallery's
-(or than --model's)."""
+gallery (created if absent). The whole file is checked first (names, vector sizes, finite unit
+vectors, PNG crops, the model fingerprint) and refused, naming the first bad record, before the
+gallery is created or changed. Refused when the export comes from another model than the
+gallery's (or than --model's)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .gallery_common import add_gallery_argument
 
@@ -16,14 +19,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..gallery import Gallery
+    from ..gallery.transfer import read_export
 
-    fingerprint = None
+    fingerprint, dim = None, None
     if args.model:
         from ..runtime.embedder import Embedder
 
-        fingerprint = Embedder.from_artifact(args.model).fingerprint
-    with Gallery(args.gallery) as gallery:
-        count = gallery.import_(args.file, fingerprint)
+        embedder = Embedder.from_artifact(args.model)
+        fingerprint, dim = embedder.fingerprint, embedder.embedding_dim
+    dim = dim or _gallery_dim(Path(args.gallery), args.busy_timeout)
+    export = read_export(args.file, dim)   # everything checked before the gallery is touched
+    with Gallery(args.gallery, timeout=args.busy_timeout) as gallery:
+        count = gallery.merge(export, fingerprint, args.file)
         people = len(gallery.people())
     print(f"imported {count} shot(s) from {args.file}; {args.gallery} holds {people} people")
     return 0
+
+
+def _gallery_dim(path: Path, timeout: float) -> int | None:
+    from ..gallery import Gallery
+
+    if not path.exists():
+        return None
+    with Gallery(path, readonly=True, timeout=timeout) as gallery:
+        return gallery.embedding_dim()

@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..gallery import Gallery
 
-    with Gallery(args.gallery, create=False) as gallery:
+    with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
         people = gallery.people()
         fingerprint = gallery.fingerprint
         print(f"{args.gallery}: {len(people)} people, model {gallery.model_name or '-'} "

@@ -2,67 +2,82 @@
 
 Each photo may hold any number of faces: detect, align, embed (one batch per photo), match.
 One line per face: `PHOTO face N x0,y0,x1,y1 NAME score` or `... unknown score (best NAME)`.
-`--timings` adds the per-stage milliseconds (median over `--repeat` runs of every photo)."""
+Photos are read one at a time and each result is printed as soon as it is known, so memory stays
+flat however many photos are given. `--timings` adds the per-stage milliseconds (median over
+`--repeat` runs of every photo)."""
 from __future__ import annotations
 
 import argparse
 
-from .gallery_common import add_gallery_argument, add_model_argument
+from .gallery_common import (add_gallery_argument, add_model_argument, add_threshold_argument,
+                             number)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="photos")
     add_model_argument(parser)
     add_gallery_argument(parser)
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="open-set cosine threshold (default: the model manifest's)")
+    add_threshold_argument(parser)
     parser.add_argument("--no-adapter", action="store_true",
                         help="ignore the gallery's on-device adapter (`lafs-edge adapt`)")
     parser.add_argument("--timings", action="store_true", help="print per-stage milliseconds")
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=number(1, 10000, integer=True), default=1,
                         help="with --timings: process every photo this many times (after one "
                              "warm-up) and report the median")
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    from pathlib import Path
 
     from ..errors import UserError
     from ..gallery import STAGES, Gallery
     from ..image import read_image
     from .gallery_common import open_recognizer
 
-    images = [(path, read_image(path)) for path in args.images]  # all readable before any output
-    with Gallery(args.gallery, create=False) as gallery:
+    missing = next((path for path in args.images if not Path(path).is_file()), None)
+    if missing is not None:   # a typo fails before the models load, not halfway through
+        raise UserError(f"image not found: {missing}")
+    with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
         recognizer = open_recognizer(args, gallery, args.threshold)
         if recognizer.threshold is None:
             raise UserError("the model's manifest has no threshold; pass --threshold")
         gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
         recognizer.use_adapter = not args.no_adapter
         found, samples = 0, {stage: [] for stage in STAGES}
-        for path, image in images:
+        for path in args.images:
+            image = read_image(path)   # one photo in memory at a time
             results = recognizer.identify(image)
-            _print_results(path, results)
+            print_results(path, results)
             found += len(results)
             if args.timings:
-                for _ in range(max(args.repeat, 1)):
-                    recognizer.identify(image)
-                    for stage in STAGES:
-                        samples[stage].append(recognizer.timings[stage])
+                _time_stages(recognizer, image, args.repeat, samples)
     if args.timings:
-        medians = {stage: float(np.median(values)) for stage, values in samples.items()}
-        parts = "  ".join(f"{stage} {ms:.1f}" for stage, ms in medians.items())
-        print(f"timings (ms, median of {len(samples['detect'])} runs): {parts}  "
-              f"total {sum(medians.values()):.1f}")
+        _print_timings(samples)
     return 0 if found else 1
 
 
-def _print_results(path, results) -> None:
+def _time_stages(recognizer, image, repeat: int, samples: dict) -> None:
+    for _ in range(repeat):
+        recognizer.identify(image)
+        for stage, value in recognizer.timings.items():
+            samples[stage].append(value)
+
+
+def _print_timings(samples: dict) -> None:
+    import numpy as np
+
+    medians = {stage: float(np.median(values)) for stage, values in samples.items()}
+    parts = "  ".join(f"{stage} {ms:.1f}" for stage, ms in medians.items())
+    print(f"timings (ms, median of {len(samples['detect'])} runs): {parts}  "
+          f"total {sum(medians.values()):.1f}")
+
+
+def print_results(path, results) -> None:
     if not results:
-        print(f"{path}: no face found")
-    for number, result in enumerate(results, 1):
+        print(f"{path}: no face found", flush=True)
+    for index, result in enumerate(results, 1):
         box = ",".join(str(int(round(v))) for v in result.face.box)
         match = result.match
         who = (f"{match.name} {match.score:.3f}" if match.known
                else f"unknown {match.score:.3f} (best {match.best})")
-        print(f"{path} face {number} {box} {who}")
+        print(f"{path} face {index} {box} {who}", flush=True)

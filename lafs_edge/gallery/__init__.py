@@ -2,7 +2,10 @@
 gate, and the recognition pipeline (detect, mesh, align, embed, match)."""
 from .pipeline import STAGES, Recognized, Recognizer
 from .quality import QualityGate, assess
-from .store import EnrollResult, FingerprintMismatch, Gallery, Match, Person, Shot, person_match
+from .files import GalleryBusy
+from .store import (EnrollResult, ErasureIncomplete, FingerprintMismatch, Gallery, Match, Person,
+                    Shot, person_match)
 
-__all__ = ["EnrollResult", "FingerprintMismatch", "Gallery", "Match", "Person", "QualityGate",
-           "Recognized", "Recognizer", "STAGES", "Shot", "assess", "person_match"]
+__all__ = ["EnrollResult", "ErasureIncomplete", "FingerprintMismatch", "Gallery", "GalleryBusy",
+           "Match", "Person", "QualityGate", "Recognized", "Recognizer", "STAGES", "Shot", "assess",
+           "person_match"]

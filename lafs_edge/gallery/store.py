@@ -1,11 +1,17 @@
 """The gallery: enrolled people and their face embeddings in one SQLite file.
 
-Face embeddings are biometric data, so the file is created 0600 (before SQLite opens it; SQLite
-gives its -wal/-shm files the same mode), deleted rows are overwritten (secure_delete) and the file
-is vacuumed and its WAL truncated after a delete. WAL mode lets readers (the demo, `identify`) run
-while one writer enrolls; writers take the lock up front (BEGIN IMMEDIATE) and wait up to
-`timeout` seconds for another writer. Every change is one transaction, so a writer killed midway
-leaves the database as it was before that change.
+Face embeddings are biometric data, so the file is created 0600 in one step (built in memory,
+written under a temporary name, linked into place: no process sees a half-made gallery), deleted
+rows are overwritten (secure_delete), and after a delete the file is vacuumed and its WAL
+checkpointed and truncated; when another process's open read keeps the old pages alive, the
+delete says so (ErasureIncomplete) instead of claiming an erasure that has not happened.
+
+An existing file is first opened read-only and checked to be a gallery before anything is written
+to it (another program's SQLite file is never switched to WAL mode); readers (`list`, `identify`,
+`export`) stay read-only, so a gallery in a read-only folder can still be used. WAL mode lets
+readers run while one writer changes it; writers take the lock up front (BEGIN IMMEDIATE) and
+wait up to `timeout` seconds for another writer (GalleryBusy after that). Every change is one
+transaction, so a writer killed midway leaves the database as it was before that change.
 
 Every embedding row carries the fingerprint of the model that computed it, and the gallery is bound
 to the first model that enrolls into it: vectors of different models live in different spaces and
@@ -13,7 +19,6 @@ are never compared (FingerprintMismatch).
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sqlite3
@@ -26,11 +31,13 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import write_bytes_atomic
 from .adapt import choose_people, drop_adapters, load_adapter
+from .files import (check_export_target, check_writable, create_gallery_file, explain,
+                    read_only_uri, sqlite_errors)
+from .names import check_name
+from .transfer import ExportFile, read_export, shot_record, write_export
 
 FORMAT = "lafs-edge-gallery/1"
-EXPORT_FORMAT = "lafs-edge-gallery-export/1"
 DUPLICATE_COSINE = 0.97   # a new shot this close to one of the person's shots adds nothing
 
 SCHEMA = """
@@ -48,6 +55,11 @@ CREATE INDEX IF NOT EXISTS embeddings_person ON embeddings(person_id);
 
 class FingerprintMismatch(UserError):
     """Embeddings of one model compared with (or added to) a gallery of another."""
+
+
+class ErasureIncomplete(UserError):
+    """The person is gone from the gallery, but another process's open read still keeps the
+    old pages (their vectors and crops) in the file."""
 
 
 @dataclass
@@ -85,41 +97,58 @@ class Person:
 
 
 class Gallery:
-    def __init__(self, path: str | os.PathLike, create: bool = True, timeout: float = 30.0):
-        self.path = Path(path)
+    """`Gallery(path)` opens for changes (creating the file when missing); `Gallery(path,
+    readonly=True)` only reads and never creates or modifies anything."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True, timeout: float = 30.0,
+                 readonly: bool = False):
+        self.path, self.timeout, self.readonly = Path(path), timeout, readonly
         if not self.path.exists():
-            if not create:
+            if readonly or not create:
                 raise UserError(f"no gallery at {self.path} (enroll someone first)")
-            _create_private_file(self.path)
+            create_gallery_file(self.path, SCHEMA, FORMAT)
         elif not self.path.is_file():
             raise UserError(f"gallery path is not a file: {self.path}")
-        self._connection = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        self._connection = self._open()
         self._cache: tuple[tuple, tuple] | None = None
         self._adapter_cache: tuple | None = None
-        try:
-            self._setup(timeout)
-        except sqlite3.DatabaseError as e:
-            self._connection.close()
-            raise UserError(f"{self.path} is not a lafs-edge gallery ({e})") from None
 
-    def _setup(self, timeout: float) -> None:
-        db = self._connection
-        db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")     # a committed enrollment survives power loss
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA secure_delete = ON")     # deleted faces are overwritten, not just freed
+    def _open(self) -> sqlite3.Connection:
+        """Read-only until the file is known to be a gallery; then, for writers, read-write."""
+        probe = self._connect(read_only_uri(self.path), uri=True)
+        try:
+            self._check_format(probe)
+        except sqlite3.DatabaseError as e:
+            probe.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e).lower():
+                raise explain(e, self.path, self.timeout) from None
+            raise UserError(f"{self.path} is not a lafs-edge gallery ({e})") from None
+        if self.readonly:
+            return probe
+        probe.close()
+        check_writable(self.path)
+        db = self._connect(str(self.path))
+        with sqlite_errors(self.path, self.timeout):
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")     # a committed enrollment survives power loss
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA secure_delete = ON")     # deleted faces are overwritten, not freed
+        return db
+
+    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=uri)
+        db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        return db
+
+    def _check_format(self, db: sqlite3.Connection) -> None:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "meta" not in tables:
-            raise sqlite3.DatabaseError("an SQLite file without the gallery tables")
         if not tables:
-            with self.transaction():
-                for statement in filter(str.strip, SCHEMA.split(";")):
-                    db.execute(statement)
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
-        stored = self._meta("format")
-        if stored != FORMAT:
-            raise sqlite3.DatabaseError(f"unsupported gallery format {stored!r}")
+            raise sqlite3.DatabaseError("an empty file or an empty SQLite database")
+        if not {"meta", "people", "embeddings"} <= tables:
+            raise sqlite3.DatabaseError("an SQLite file without the gallery tables")
+        row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        if row is None or row[0] != FORMAT:
+            raise sqlite3.DatabaseError(f"unsupported gallery format {row[0] if row else None!r}")
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -135,14 +164,30 @@ class Gallery:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error: all of a change or none of it."""
+        if self.readonly:
+            raise UserError(f"gallery {self.path} was opened read-only")
         db = self._connection
-        db.execute("BEGIN IMMEDIATE")
+        with sqlite_errors(self.path, self.timeout):
+            db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            with sqlite_errors(self.path, self.timeout):
+                db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent view while writers go on (WAL)."""
+        db = self._connection
+        with sqlite_errors(self.path, self.timeout):
+            db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
 
     def _meta(self, key: str) -> str | None:
         row = self._connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -290,104 +335,120 @@ class Gallery:
         return db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
 
     def delete(self, name: str) -> int:
-        """Remove a person and every shot; returns the number of shots removed. The file is then
-        vacuumed and the WAL truncated so no copy of the vectors or crops remains on disk."""
+        """Remove a person and every shot, then erase the freed pages from the disk (`erase`).
+        Returns the number of shots removed (0 when the person was already removed by a delete
+        whose erasure another process blocked: running it again finishes that erasure)."""
         with self.transaction() as db:
             row = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
-            if row is None:
+            if row is None and self._meta("erasure_pending") is None:
                 raise UserError(f"no person named {name!r} in {self.path}")
-            count = db.execute("DELETE FROM embeddings WHERE person_id = ?", (row[0],)).rowcount
-            drop_adapters(db)   # its prototypes derive from this person's faces
-            db.execute("DELETE FROM people WHERE id = ?", (row[0],))
-        self.compact()
+            count = 0
+            if row is not None:
+                count = db.execute("DELETE FROM embeddings WHERE person_id = ?",
+                                   (row[0],)).rowcount
+                drop_adapters(db)   # its prototypes derive from this person's faces
+                db.execute("DELETE FROM people WHERE id = ?", (row[0],))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('erasure_pending', '1')")
+        self.erase()
         return count
 
+    def erase(self) -> None:
+        """VACUUM rewrites the file without the freed pages; the TRUNCATE checkpoint copies that
+        into the main file and empties the WAL, which still holds the pages of earlier writes.
+        A reader in the middle of a read keeps the old pages alive and makes the checkpoint
+        give up after `timeout`: then the erasure is reported as not done."""
+        db = self._connection
+        try:
+            db.execute("VACUUM")
+            busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.OperationalError as e:
+            busy = "locked" in str(e).lower() or "busy" in str(e).lower()
+            if not busy:
+                raise explain(e, self.path, self.timeout) from None
+        if busy:
+            raise ErasureIncomplete(
+                f"removed from {self.path}, but another process (identify, the demo, an export) "
+                f"kept reading it for more than {self.timeout:g} s, so the deleted vectors and "
+                "crops are still in the file: close it and run the same delete again to finish "
+                "erasing")
+        with self.transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = 'erasure_pending'")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")   # only that flag's page; best effort
+
     def compact(self) -> None:
-        self._connection.execute("VACUUM")
-        self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Erase freed pages (after dropping an adapter, say); same rules as `erase`."""
+        self.erase()
 
     # --- export / import -----------------------------------------------------------------------
 
     def export(self, path: str | os.PathLike) -> int:
         """Everything (people, vectors, crops, the model fingerprint) to one JSON file, written
         0600 and atomically. Returns the number of shots written."""
+        path = Path(path)
+        check_export_target(path, self.path)
         if self.fingerprint is None:
             raise UserError(f"gallery {self.path} is empty: nothing to export")
         people = []
-        with self.transaction() as db:   # one consistent snapshot
+        with self.snapshot() as db:   # one consistent view
             for person in self.people():
                 rows = db.execute(
                     "SELECT e.vector, e.dim, e.quality, e.crop_png, e.source, e.created "
                     "FROM embeddings e JOIN people p ON p.id = e.person_id WHERE p.name = ? "
                     "ORDER BY e.id", (person.name,))
-                shots = [{"vector": _b64(vector), "dim": dim, "quality": json.loads(quality or "{}"),
-                          "crop_png": _b64(crop) if crop else None, "source": source,
-                          "created": created}
-                         for vector, dim, quality, crop, source, created in rows]
-                people.append({"name": person.name, "created": person.created, "shots": shots})
-        document = {"format": EXPORT_FORMAT, "fingerprint": self.fingerprint,
-                    "model": self.model_name, "people": people}
-        write_bytes_atomic(path, json.dumps(document).encode(), private=True)
+                people.append({"name": person.name, "created": person.created,
+                               "shots": [shot_record(*row) for row in rows]})
+        write_export(path, self.fingerprint, self.model_name, people)
         return sum(len(p["shots"]) for p in people)
 
+    def embedding_dim(self) -> int | None:
+        """The size of the stored vectors (None while no one is enrolled)."""
+        row = self._connection.execute("SELECT dim FROM embeddings LIMIT 1").fetchone()
+        return row[0] if row else None
+
     def import_(self, path: str | os.PathLike, fingerprint: str | None = None) -> int:
-        """Merge an export into this gallery (one transaction). Refused when the export's model
-        differs from this gallery's (or from `fingerprint`, the model in use). Shots already
-        present (same vector) are not added twice. Returns the number of shots added."""
-        document = _read_export(Path(path))
-        if fingerprint is not None and document["fingerprint"] != fingerprint:
+        """Check an export (transfer.read_export) and merge it (`merge`)."""
+        return self.merge(read_export(path, self.embedding_dim()), fingerprint, str(path))
+
+    def merge(self, export: ExportFile, fingerprint: str | None = None,
+              source: str = "the export") -> int:
+        """Merge a checked export in one transaction. Refused when its model differs from this
+        gallery's (or from `fingerprint`, the model in use) or its vectors have another size.
+        Shots already present (same vector) are not added twice. Returns the shots added."""
+        if fingerprint is not None and export.fingerprint != fingerprint:
             raise FingerprintMismatch(
-                f"{path} was exported from model {document.get('model') or '?'} (fingerprint "
-                f"{document['fingerprint'][:12]}), not the model in use ({fingerprint[:12]})")
+                f"{source} was exported from model {export.model or '?'} (fingerprint "
+                f"{export.fingerprint[:12]}), not the model in use ({fingerprint[:12]})")
         added = 0
         with self.transaction() as db:
-            self._bind(db, document["fingerprint"], document.get("model") or "")
+            self._bind(db, export.fingerprint, export.model)
+            stored_dim = self.embedding_dim()
+            if stored_dim not in (None, export.dim):
+                raise FingerprintMismatch(f"{source} holds {export.dim}-d vectors, the gallery "
+                                          f"{stored_dim}-d")
             drop_adapters(db)
-            for person in document["people"]:
-                person_id = self._person_id(db, check_name(person["name"]))
-                existing = {bytes(row[0]) for row in db.execute(
-                    "SELECT vector FROM embeddings WHERE person_id = ?", (person_id,))}
-                for shot in person["shots"]:
-                    vector = base64.b64decode(shot["vector"])
-                    if vector in existing:
-                        continue
-                    crop = base64.b64decode(shot["crop_png"]) if shot.get("crop_png") else None
-                    db.execute("INSERT INTO embeddings (person_id, fingerprint, dim, vector, "
-                               "quality, crop_png, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               (person_id, document["fingerprint"], int(shot["dim"]), vector,
-                                json.dumps(shot.get("quality") or {}), crop, shot.get("source"),
-                                float(shot.get("created") or time.time())))
-                    existing.add(vector)
-                    added += 1
+            for person in export.people:
+                added += self._merge_person(db, person.name, person.shots, export.fingerprint)
+        return added
+
+    def _merge_person(self, db: sqlite3.Connection, name: str, shots, fingerprint: str) -> int:
+        person_id = self._person_id(db, name)
+        existing = {bytes(row[0]) for row in db.execute(
+            "SELECT vector FROM embeddings WHERE person_id = ?", (person_id,))}
+        added = 0
+        for shot in shots:
+            vector = shot.vector.tobytes()
+            if vector in existing:
+                continue
+            db.execute("INSERT INTO embeddings (person_id, fingerprint, dim, vector, quality, "
+                       "crop_png, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (person_id, fingerprint, len(shot.vector), vector, json.dumps(shot.quality),
+                        shot.crop_png, shot.source, shot.created or time.time()))
+            existing.add(vector)
+            added += 1
         return added
 
     def integrity_check(self) -> str:
         return self._connection.execute("PRAGMA integrity_check").fetchone()[0]
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the empty database file with mode 0600 before SQLite sees it (no umask window)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        pass  # another process created it first; SQLite opens it as it is
-
-
-
-def _read_export(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"gallery export not found: {path}")
-    try:
-        document = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path} is not a lafs-edge gallery export (not JSON)") from None
-    if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
-        raise UserError(f"{path} is not a lafs-edge gallery export (format "
-                        f"{document.get('format') if isinstance(document, dict) else None!r})")
-    if not isinstance(document.get("fingerprint"), str) or not isinstance(document.get("people"), list):
-        raise UserError(f"{path}: gallery export without a fingerprint or people list")
-    return document
 
 
 def person_match(gallery: Gallery, name: str, embeddings: np.ndarray) -> float | None:
@@ -406,20 +467,9 @@ def person_match(gallery: Gallery, name: str, embeddings: np.ndarray) -> float |
     return float((new @ stored.T).max())
 
 
-def check_name(name: str) -> str:
-    name = (name or "").strip()
-    if not name or len(name) > 200 or any(ord(c) < 32 for c in name):
-        raise UserError(f"invalid person name {name!r} (1-200 printable characters)")
-    return name
-
-
 def _unit_vector(embedding: np.ndarray, source: str) -> np.ndarray:
     vector = np.asarray(embedding, np.float32).ravel()
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(norm) or abs(norm - 1.0) > 1e-3:
         raise ValueError(f"{source}: embeddings must be L2-normalised (norm {norm:.4f})")
     return vector
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -9,7 +9,8 @@ manifest, see `external_manifest`) are used the same way:
     vectors = embedder.embed(image_rgb, [face.points5 for face in faces])   # one batch
 
 `fingerprint` names the model and its preprocessing; a gallery stores it with every embedding so
-vectors from different models are never compared.
+vectors from different models are never compared. It is computed from the hashes of the model
+files themselves, not from what the manifest says about them.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,14 @@ class Embedder:
     def from_artifact(cls, path: str | os.PathLike, threads: int | None = None) -> "Embedder":
         from .backends import open_runtime
 
-        return cls(open_runtime(path, threads=threads))
+        try:
+            return cls(open_runtime(path, threads=threads))
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - each runtime raises its own types for a bad file
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"cannot load the model of {path}: its runtime rejected the file "
+                            f"({first_line})") from None
 
     @property
     def embedding_dim(self) -> int:
@@ -70,16 +79,27 @@ class Embedder:
     def threshold(self) -> float | None:
         return self.manifest.threshold
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """sha256 over the model (and weights) hashes, the embedding size and the preprocessing:
-        the same file fed differently gives different vectors, so that counts too."""
+        """sha256 over the model (and weights) files' hashes, the embedding size and the
+        preprocessing: the same file fed differently gives different vectors, so that counts too.
+        The hashes are those of the files on disk, so two models can never share a fingerprint
+        through what their manifests claim."""
         m = self.manifest
-        identity = {"model_sha256": m.model_sha256, "weights_sha256": m.weights_sha256,
+        model_sha256, weights_sha256 = self.file_hashes()
+        identity = {"model_sha256": model_sha256, "weights_sha256": weights_sha256,
                     "embedding_dim": m.embedding_dim, "color": m.input.color,
                     "mean": list(m.input.mean), "std": list(m.input.std),
                     "template": np.round(self.template, 4).tolist(), "crop": list(self.crop_size)}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def file_hashes(self) -> tuple[str, str | None]:
+        """sha256 of the model file (or Core ML folder) and of the weights file, if any."""
+        from .backends import sha256_path
+
+        folder, m = Path(self.runtime.folder), self.manifest
+        weights = sha256_file(folder / m.weights_file) if m.weights_file else None
+        return sha256_path(folder / m.model_file), weights
 
     def align(self, image: np.ndarray, points5: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """RGB uint8 image + one (5, 2) point set per face -> aligned RGB crops for this model."""

@@ -6,8 +6,8 @@ the Embedder. Schema (format "lafs-edge-artifact/1"):
     name, version            model name, lafs-edge version that wrote it
     target                   onnx | openvino | tflite | coreml | pytorch
     model_file               path relative to the manifest (e.g. "model.xml")
-    model_sha256             sha256 of model_file (checked at load)
-    weights_file             optional second file (OpenVINO .bin), with weights_sha256
+    model_sha256             sha256 of model_file (required, checked at load)
+    weights_file             optional second file (OpenVINO .bin), with weights_sha256 (required)
     source_checkpoint_sha256 sha256 of the PyTorch checkpoint it came from (null: registry weights)
     input   {name, shape, layout NCHW|NHWC, color RGB|BGR, mean [3], std [3], dtype}
             model input = (pixel - mean) / std, pixels 0-255 in `color` order
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from ..fileio import write_text_atomic
 
 FORMAT = "lafs-edge-artifact/1"
 TARGETS = ("onnx", "openvino", "tflite", "coreml", "pytorch")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -80,15 +83,71 @@ class Manifest:
             raise UserError(f"unknown target {manifest.target!r} in manifest; one of {TARGETS}")
         if manifest.input.layout not in ("NCHW", "NHWC") or manifest.input.color not in ("RGB", "BGR"):
             raise UserError("manifest input.layout must be NCHW|NHWC and input.color RGB|BGR")
+        _check_files(manifest)
+        _check_numbers(manifest)
         return manifest
 
 
+def _check_files(manifest: Manifest) -> None:
+    """File names and their hashes. A blank hash would turn the load-time integrity check off,
+    and the gallery fingerprint derives from these files, so both are required."""
+    files = [("model", manifest.model_file, manifest.model_sha256)]
+    if manifest.weights_file is not None:
+        files.append(("weights", manifest.weights_file, manifest.weights_sha256))
+    for kind, name, digest in files:
+        if not isinstance(name, str) or not name:
+            raise UserError(f"manifest {kind}_file must be a file name, got {name!r}")
+        if not isinstance(digest, str) or not SHA256.fullmatch(digest.lower()):
+            raise UserError(f"manifest {kind}_sha256 must be the sha256 of {name} (64 hex "
+                            f"digits), got {digest!r}; re-export the model, or compute it with "
+                            "`sha256sum`")
+    manifest.model_sha256 = manifest.model_sha256.lower()
+    if manifest.weights_sha256:
+        manifest.weights_sha256 = manifest.weights_sha256.lower()
+
+
+def _check_numbers(manifest: Manifest) -> None:
+    spec = manifest.input
+    if not _is_int(manifest.embedding_dim) or manifest.embedding_dim < 1:
+        raise UserError(f"manifest embedding_dim must be a positive integer, got "
+                        f"{manifest.embedding_dim!r}")
+    threshold = manifest.threshold
+    if threshold is not None and not (_is_real(threshold) and -1 <= threshold <= 1):
+        raise UserError(f"manifest threshold must be a cosine in [-1, 1] or null, got {threshold!r}")
+    if not isinstance(spec.shape, list) or len(spec.shape) != 4 or not all(map(_is_int, spec.shape)):
+        raise UserError(f"manifest input.shape must be 4 integers, got {spec.shape!r}")
+    for key in ("mean", "std"):
+        values = getattr(spec, key)
+        if not isinstance(values, list) or len(values) != 3 or not all(map(_is_real, values)):
+            raise UserError(f"manifest input.{key} must be 3 numbers, got {values!r}")
+    if any(value == 0 for value in spec.std):
+        raise UserError(f"manifest input.std must not contain 0, got {spec.std!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_HASHED: dict[tuple, str] = {}
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """sha256 of a file's bytes, remembered for this process while the file is unchanged
+    (same inode, size and modification time): the load-time check and the fingerprint both
+    need it, and a model file can be hundreds of megabytes."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _HASHED[key] = digest.hexdigest()
+    return _HASHED[key]
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[Manifest, Path]:
