@@ -10,12 +10,16 @@ from lafs_edge.models import (ArcFace, CosFace, DINOHead, count_parameters, crea
 from lafs_edge.models.mobilenetv3 import MobileNetV3Trunk
 
 MODELS = list_models()
+# Every registered preset, plus the landmark read-out the shipped part_fvit_tiny uses.
+VARIANTS = [(name, {}) for name in MODELS] + [("part_fvit_tiny", {"pool": "landmarks"})]
 
 
-@pytest.fixture(scope="module", params=MODELS)
+@pytest.fixture(scope="module", params=VARIANTS,
+                ids=[name + "".join(f"-{k}={v}" for k, v in o.items()) for name, o in VARIANTS])
 def model(request):
     torch.manual_seed(0)
-    return create_model(request.param).eval()
+    name, overrides = request.param
+    return create_model(name, **overrides).eval()
 
 
 def _faces(batch, seed=0):
@@ -203,3 +207,27 @@ def test_untrained_landmarks_form_an_even_grid_whatever_the_image():
     ticks = torch.linspace(0, 111, 10)
     expected = torch.stack(torch.meshgrid(ticks, ticks, indexing="xy"), -1).reshape(100, 2)
     assert torch.allclose(points, expected.expand(3, -1, -1), atol=0.5)
+
+
+def test_landmark_read_out_uses_each_landmarks_own_map():
+    """pool='landmarks': the full set equals the flattened linear map; a subset of landmarks
+    (LAFS local views) uses exactly those landmarks' maps, rescaled by N / n."""
+    torch.manual_seed(0)
+    model = create_model("part_fvit_tiny", pool="landmarks", depth=1).eval()
+    n, r = model.num_landmarks, model.pool_reduce.out_features
+    tokens = torch.randn(2, n, model.embedding_dim)
+    full = model.pool_landmarks(tokens, None)
+    same = model.pool_landmarks(tokens, torch.arange(n).expand(2, n))
+    torch.testing.assert_close(full, same, atol=1e-5, rtol=1e-5)
+    ids = torch.tensor([[3, 7, 7], [0, 99, 50]])
+    subset = tokens[:, :3]
+    reduced = model.pool_reduce(subset)
+    weight = model.pool_proj.weight.t().reshape(n, r, -1)
+    expected = torch.stack([sum(reduced[b, i] @ weight[ids[b, i]] for i in range(3))
+                            for b in range(2)]) * (n / 3) + model.pool_proj.bias
+    torch.testing.assert_close(model.pool_landmarks(subset, ids), model.pool_norm(expected),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs all 100 landmarks"):
+        model.pool_landmarks(subset, None)
+    with pytest.raises(ValueError, match="unknown pool"):
+        create_model("part_fvit_tiny", pool="mean")

@@ -7,6 +7,15 @@ landmarks that a small CNN predicts, end to end.
 
 `encode_patches` takes patches with the identity of each landmark, so LAFS local views (a
 shuffled subset of landmarks, drawn with replacement) reuse the same position embeddings.
+
+Read-out (`pool`): "cls" is the paper's (LayerNorm of the class token). "landmarks" gives every
+landmark token its own linear map into the embedding (each token -> `pool_dim` values -> one
+weight matrix per landmark identity, summed): what MobileFaceNet's global depthwise conv does for
+a CNN on aligned faces. Why: at initialisation attention is near uniform, so the class token is
+almost the same for every face (0.99 alike) and the loss reaches each patch only through that
+average; distillation then stalls at the teacher's mean direction (docs/results.md, "Why the
+part fViT student did not learn"). With one map per landmark every token gets its own gradient
+from the first step.
 """
 from __future__ import annotations
 
@@ -68,8 +77,11 @@ class PartViT(nn.Module):
     def __init__(self, num_landmarks: int = 196, patch_size: int = 8, dim: int = 768,
                  depth: int = 12, heads: int = 11, head_dim: int = 64, mlp_dim: int = 2048,
                  drop_path: float = 0.1, landmark_trunk: str = "large", image_size: int = 112,
-                 landmark_dropout: float = 0.5, sampler: str = "gather"):
+                 landmark_dropout: float = 0.5, sampler: str = "gather", pool: str = "cls",
+                 pool_dim: int = 16):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose from {POOLS}")
         self.num_landmarks, self.patch_size, self.image_size = num_landmarks, patch_size, image_size
         self.embedding_dim = dim
         self.sampler = sampler
@@ -81,10 +93,19 @@ class PartViT(nn.Module):
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(Block(dim, heads, head_dim, mlp_dim, r) for r in rates)
         self.norm = nn.LayerNorm(dim)
+        self.pool = pool
+        if pool == "landmarks":
+            self.pool_reduce = nn.Linear(dim, pool_dim)
+            # (N * pool_dim, dim): row block n is landmark n's map into the embedding.
+            self.pool_proj = nn.Linear(num_landmarks * pool_dim, dim)
+            self.pool_norm = nn.LayerNorm(dim)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         for m in [self.patch_embed, *self.blocks]:
             m.apply(_init_vit)
+        if pool == "landmarks":
+            nn.init.trunc_normal_(self.pool_reduce.weight, std=dim**-0.5)
+            nn.init.zeros_(self.pool_reduce.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S) in [-1, 1] -> embeddings (B, dim), not L2-normalised."""
@@ -109,7 +130,26 @@ class PartViT(nn.Module):
                             tokens + pos], dim=1)
         for block in self.blocks:
             tokens = block(tokens)
-        return self.norm(tokens[:, 0])
+        if self.pool == "cls":
+            return self.norm(tokens[:, 0])
+        return self.pool_landmarks(self.norm(tokens[:, 1:]), landmark_ids)
+
+    def pool_landmarks(self, tokens: torch.Tensor, landmark_ids: torch.Tensor | None) -> torch.Tensor:
+        """tokens (B, n, dim) -> (B, dim): each landmark's own linear map, summed. A subset of
+        landmarks (LAFS local views) uses its landmarks' maps, rescaled by N / n."""
+        reduced = self.pool_reduce(tokens)  # (B, n, pool_dim)
+        b, n, r = reduced.shape
+        if landmark_ids is None:
+            if n != self.num_landmarks:
+                raise ValueError(f"pool='landmarks' needs all {self.num_landmarks} landmarks or "
+                                 f"their landmark_ids, got {n} tokens")
+            return self.pool_norm(self.pool_proj(reduced.reshape(b, n * r)))
+        weight = self.pool_proj.weight.t().reshape(self.num_landmarks, r, -1)[landmark_ids]
+        summed = torch.einsum("bnr,bnrd->bd", reduced, weight) * (self.num_landmarks / n)
+        return self.pool_norm(summed + self.pool_proj.bias)
+
+
+POOLS = ("cls", "landmarks")
 
 
 def _init_vit(module: nn.Module) -> None:

@@ -57,8 +57,14 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     return {**defaults, **overrides}
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build a registered model with random weights; keyword overrides change its config."""
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module:
+    """Build a registered model; keyword overrides change its config. `pretrained=True` loads
+    the weights shipped with the package (sha256-checked; `lafs-edge models` lists them)."""
+    if pretrained:
+        from .pretrained import weights_file
+
+        path = weights_file(_check_name(name))
+        return load_model(path, **overrides).train()
     builder, defaults, _ = _REGISTRY[_check_name(name)]
     try:
         model = builder(**{**defaults, **overrides})
@@ -112,7 +118,9 @@ def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> nn.Module:
     else:
         payload = read_checkpoint(name_or_path)
         model = create_model(payload["arch"], **{**payload["config"], **overrides})
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in payload["state_dict"].items()}  # shipped weights are fp16
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{name_or_path}: weights do not fit {payload['arch']} "
                              f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

@@ -1,0 +1,58 @@
+"""Shipped weights: trained students inside the package, as face_recognition ships
+`face_recognition_models` and InsightFace its model zoo.
+
+    lafs_edge/weights/index.json   {name: {"file", "sha256", "threshold", "card"}}
+    lafs_edge/weights/<name>.pt    a lafs-edge checkpoint (fp16 tensors, loaded as fp32)
+    lafs_edge/weights/<name>.md    its model card: command, data, steps, accuracy, terms
+
+The sha256 pinned in the index is checked on every load, so a truncated file (or a Git LFS
+pointer in its place) fails with one clear line instead of loading garbage.
+`experiments/edge_students.py --ship` writes all three from a finished run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+INDEX = WEIGHTS / "index.json"
+
+
+def shipped() -> dict[str, dict[str, Any]]:
+    """{registry name: its index entry} for every model with shipped weights."""
+    if not INDEX.is_file():
+        return {}
+    return json.loads(INDEX.read_text(encoding="utf-8"))
+
+
+def has_weights(name: str) -> bool:
+    return name in shipped()
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def weights_file(name: str) -> Path:
+    """The checked path of `name`'s shipped weights."""
+    entry = shipped().get(name)
+    if entry is None:
+        have = ", ".join(sorted(shipped())) or "none"
+        raise ValueError(f"no shipped weights for {name!r} (models with weights: {have})")
+    path = WEIGHTS / entry["file"]
+    if not path.is_file():
+        raise ValueError(f"shipped weights for {name} are missing: {path} (reinstall lafs-edge)")
+    actual = file_sha256(path)
+    if actual != entry["sha256"]:
+        raise ValueError(f"shipped weights {path} fail their sha256 check (expected "
+                         f"{entry['sha256'][:12]}..., got {actual[:12]}...): reinstall lafs-edge "
+                         "(a Git LFS pointer or a truncated download looks like this)")
+    return path
+
+
+def recommended_threshold(name: str) -> float | None:
+    """The open-set cosine threshold measured for the shipped weights (see the model card)."""
+    return shipped().get(name, {}).get("threshold")
