@@ -7,16 +7,24 @@ BIN := $(VENV)/bin
 # after installing the CUDA build of torch that matches their driver into .venv.
 CONSTRAINTS ?= constraints-cpu.txt
 PYTEST_ARGS ?=
+# OpenCV build (a pyproject extra): headless, unless the GUI build is installed already, which is
+# kept (`make gui` switches to it; pip would put the other beside it, and both provide cv2).
+OPENCV ?= $(if $(wildcard $(VENV)/lib/python*/site-packages/opencv_python-*.dist-info),gui,headless)
 
-.PHONY: install test quickstart clean
+.PHONY: install test quickstart clean gui
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml setup.py constraints-cpu.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test]"
+	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test,$(OPENCV)]"
 	@touch $@
+
+# The camera window's OpenCV in place of the headless build (uninstalled first: same cv2 files).
+gui: install
+	$(BIN)/python -m pip uninstall -y opencv-python-headless
+	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test,gui]"
 
 # One pytest process per area (tests/run_groups.py says why); PYTEST_ARGS go to each.
 test: install

@@ -3,36 +3,42 @@
 Per frame: mesh on the tracked faces' ROIs (BlazeFace detection every `redetect_every` frames or
 when nothing is tracked), One Euro smoothing of the landmarks per track, alignment and ONE
 embedder batch for every face of the frame, gallery match (through the on-device adapter when
-the gallery holds one). Drawn: boxes, names, scores, per-stage milliseconds and FPS.
+the gallery holds one). Drawn: boxes and names on the frame; below it, in a band of its own, the
+frame rate actually achieved, the pipeline's milliseconds per stage and the status line.
 
     lafs-edge demo --camera 0 --model ARTIFACT --gallery people.db          # window + keys
     lafs-edge demo --source clip.mp4|frames/ --headless --out annotated.mp4 --log events.jsonl
 
-Window keys: e = enroll the largest face under a typed name (Enter saves, Esc cancels),
-a = adapt (train the on-device head), d = delete a person (typed; pre-filled with the face's
-name), q or Esc = quit. The window needs OpenCV's GUI build (opencv-python); the default install
-has opencv-python-headless, which only runs --headless.
+Window keys: e = enroll the largest face under a typed name (Enter saves, Esc cancels; a name
+already in the gallery whose faces do not match asks for y first), a = adapt (train the
+on-device head), d = delete a person (typed; pre-filled with the face's name), q or Esc = quit;
+closing the window quits too. Files play at their frame rate; the last frame stays until a key.
+The window needs OpenCV's GUI build (`pip install 'lafs-edge[gui]'`, see docs/demo.md).
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ..errors import UserError
+from ..gallery.pipeline import STAGES
 from ..landmarks.smoothing import _mesh_box   # the box the tracker matches on
 
 WINDOW = "lafs-edge demo"
 GUI_MISSING = ("the camera window needs OpenCV's GUI build, but this OpenCV has none "
                "(opencv-python-headless): run `pip uninstall -y opencv-python-headless && pip "
-               "install opencv-python`, or use --headless --out FILE")
-STAGES = ("detect", "mesh", "align", "embed", "match")
-KNOWN, UNKNOWN, TEXT = (60, 200, 60), (60, 60, 230), (255, 255, 255)   # BGR
+               "install 'lafs-edge[gui]'` (or `make gui`), or use --headless --out FILE")
+KEY_HINT = "keys: e enroll  a adapt  d delete  q quit"
+KNOWN, UNKNOWN, TEXT, BAND = (60, 200, 60), (60, 60, 230), (255, 255, 255), (32, 32, 32)  # BGR
 
 
 @dataclass
@@ -50,6 +56,7 @@ class FrameResult:
     time: float
     faces: list[FaceResult]
     ms: dict = field(default_factory=dict)
+    embeddings: np.ndarray | None = None   # one row per face: re-matched after a gallery change
 
     def event(self) -> dict:
         return {"frame": self.index, "time": round(self.time, 3),
@@ -62,9 +69,13 @@ class FrameResult:
 
 # --- frame sources -------------------------------------------------------------------------------
 
+def is_camera(source: str | int) -> bool:
+    return isinstance(source, int) or str(source).isdigit()
+
+
 def check_source(source: str | int) -> None:
     """Fail at once, before models load or files are created, on a source that cannot exist."""
-    if isinstance(source, int) or str(source).isdigit():
+    if is_camera(source):
         return
     path = Path(source)
     if not path.exists():
@@ -76,46 +87,99 @@ def check_source(source: str | int) -> None:
             raise UserError(f"no images under {path}")
 
 
-def frames(source: str | int, fps: float = 10.0) -> Iterator[tuple[float, np.ndarray]]:
-    """(seconds, RGB frame) from a camera index, a video file, an image folder or one image."""
-    import cv2
+class Source:
+    """An opened camera, video file, image folder or single image, yielding (seconds, RGB).
 
-    from ..image import list_images, read_image
+    Opening reads the first frame, so a missing camera or an unreadable video fails here, before
+    a model loads or a window opens. `rate`: a file's frames per second (a video's own unless
+    `fps` is given; 10 for images), None for a camera (it paces itself)."""
 
-    check_source(source)
-    if isinstance(source, int) or str(source).isdigit():
-        yield from _capture(int(source), live=True)
-        return
-    path = Path(source)
-    if path.is_dir():
-        for number, image in enumerate(sorted(list_images(path))):
-            yield number / fps, read_image(image)
-    elif cv2.haveImageReader(str(path)) or path.suffix.lower() in (".gif", ""):
-        yield 0.0, read_image(path)
-    else:
-        yield from _capture(str(path), live=False)
+    def __init__(self, source: str | int, fps: float | None = None):
+        check_source(source)
+        self.capture, self.images, self.first = None, None, None
+        self.camera = is_camera(source)
+        if self.camera:
+            self._open_capture(int(source), f"camera {source}")
+            self.rate = fps
+            return
+        path = Path(source)
+        if path.is_dir() or _is_image(path):
+            from ..image import list_images
 
+            self.images = list_images(path) if path.is_dir() else [path]
+            self.rate = fps or 10.0
+        else:
+            self._open_capture(str(path), f"video {path}")
+            self.rate = fps or _video_rate(self.capture)
 
-def _capture(target, live: bool) -> Iterator[tuple[float, np.ndarray]]:
-    import cv2
+    @property
+    def still(self) -> bool:
+        return self.images is not None and len(self.images) == 1
 
-    capture = cv2.VideoCapture(target)
-    if not capture.isOpened():
-        raise UserError(f"cannot open {'camera' if live else 'video'} {target}")
-    rate = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    start, number = time.monotonic(), 0
-    try:
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                if number == 0:
-                    raise UserError(f"no frames could be read from {target}")
-                return
-            yield (time.monotonic() - start if live else number / rate), \
-                cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        from ..image import read_image
+
+        if self.images is not None:
+            for number, image in enumerate(self.images):
+                yield number / self.rate, read_image(image)
+            return
+        start, number, rgb = time.monotonic(), 0, self.first
+        while rgb is not None:
+            yield (time.monotonic() - start if self.camera else number / self.rate), rgb
             number += 1
-    finally:
-        capture.release()
+            rgb = self._read()
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+
+    def _open_capture(self, target, what: str) -> None:
+        import cv2
+
+        with _quiet_opencv():     # a missing camera makes OpenCV print a page of warnings
+            self.capture = cv2.VideoCapture(target)
+            if not self.capture.isOpened():
+                raise UserError(f"cannot open {what}" + (" (is a camera connected, and is this "
+                                                         "its index?)" if self.camera else ""))
+            self.first = self._read()
+        if self.first is None:
+            self.close()
+            raise UserError(f"no frames could be read from {what}")
+
+    def _read(self) -> np.ndarray | None:
+        import cv2
+
+        ok, bgr = self.capture.read()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
+
+
+def _is_image(path: Path) -> bool:
+    import cv2
+
+    return cv2.haveImageReader(str(path)) or path.suffix.lower() in (".gif", "")
+
+
+def _video_rate(capture) -> float:
+    import cv2
+
+    rate = capture.get(cv2.CAP_PROP_FPS)
+    return rate if 0 < rate < 1000 else 25.0
+
+
+class _quiet_opencv:
+    """OpenCV's own log silenced for a block (its C++ warnings bypass Python)."""
+
+    def __enter__(self):
+        import cv2
+
+        self.logging = getattr(getattr(cv2, "utils", None), "logging", None)
+        if self.logging is not None:
+            self.level = self.logging.getLogLevel()
+            self.logging.setLogLevel(self.logging.LOG_LEVEL_SILENT)
+
+    def __exit__(self, *exc):
+        if self.logging is not None:
+            self.logging.setLogLevel(self.level)
 
 
 # --- the per-frame pipeline ----------------------------------------------------------------------
@@ -128,7 +192,6 @@ class Demo:
         self.tracker = FaceTracker()
         self.redetect_every = max(1, redetect_every)
         self.count = 0
-        self.fps = 0.0
         self.auto_adapt = True
 
     @property
@@ -148,13 +211,20 @@ class Demo:
         matches = self._match(embeddings)
         ms["match"] = (time.perf_counter() - match_start) * 1e3
         ms["total"] = (time.perf_counter() - start) * 1e3
-        self.fps = 1e3 / ms["total"] if self.fps == 0 else 0.9 * self.fps + 100 / ms["total"]
-        ms["fps"] = self.fps
         result = FrameResult(self.count, t, [
             FaceResult(track, face, m[0], m[1], m[2])
-            for (track, face), m in zip(tracked, matches)], ms)
+            for (track, face), m in zip(tracked, matches)], ms, embeddings)
         self.count += 1
         return result
+
+    def rematch(self, result: FrameResult) -> FrameResult:
+        """The same frame's faces matched again (after the gallery changed): the window shows
+        what the gallery now says without waiting for the next frame."""
+        if result.embeddings is None:
+            return result
+        faces = [replace(face, name=m[0], score=m[1], best=m[2])
+                 for face, m in zip(result.faces, self._match(result.embeddings))]
+        return replace(result, faces=faces)
 
     def _faces(self, rgb: np.ndarray):
         recognizer = self.recognizer
@@ -177,13 +247,37 @@ class Demo:
 
     # --- gallery actions (window keys) ---------------------------------------------------------
 
-    def enroll(self, rgb: np.ndarray, result: FrameResult, name: str) -> str:
+    def resolve(self, typed: str) -> str:
+        """The gallery's spelling of a typed name: an exact match, else the one person whose
+        name differs only in case (some OpenCV windows cannot deliver capitals reliably)."""
+        from ..gallery.store import check_name
+
+        name = check_name(typed)
+        names = [p.name for p in self.gallery.people()]
+        if name in names:
+            return name
+        folded = [n for n in names if n.casefold() == name.casefold()]
+        return folded[0] if len(folded) == 1 else name
+
+    def face_shot(self, rgb: np.ndarray, result: FrameResult):
+        """The largest face in view as an enrollment shot (quality gate applied)."""
         if not result.faces:
-            return "no face to enroll"
+            raise UserError("no face to enroll")
         face = max(result.faces, key=lambda f: f.face.size).face
         shot, reason = self.recognizer.shot(rgb, face, f"camera frame {result.index}")
         if shot is None:
-            return f"not enrolled: {reason}"
+            raise UserError(f"not enrolled: {reason}")
+        return shot
+
+    def mismatch(self, name: str, shot) -> float | None:
+        """The cosine to `name`'s stored faces when the shot does not look like them (below the
+        threshold); None for a new person or a match. Same rule as `lafs-edge enroll`."""
+        from ..gallery import person_match
+
+        score = person_match(self.gallery, name, shot.embedding)
+        return score if score is not None and score < self.recognizer.threshold else None
+
+    def enroll(self, name: str, shot) -> str:
         embedder = self.recognizer.embedder
         added = self.gallery.enroll(name, [shot], embedder.fingerprint, embedder.label)
         return f"enrolled {added.name}" + self._readapt()
@@ -211,42 +305,176 @@ class Demo:
 
 # --- drawing -------------------------------------------------------------------------------------
 
-def draw(rgb: np.ndarray, result: FrameResult, status: str = "") -> np.ndarray:
-    """The annotated frame (BGR, for OpenCV windows and writers)."""
+def draw(rgb: np.ndarray, result: FrameResult, status: str = "", rate: str = "",
+         status_rows: int = 0) -> np.ndarray:
+    """The annotated frame (BGR): boxes and names on the picture, the figures and `status` in a
+    band below it, so neither can ever cover the other. `rate`: e.g. "display 24.8 FPS";
+    `status_rows`: rows kept for the status even when empty (a window that does not jump)."""
     import cv2
 
-    canvas = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    scale = max(canvas.shape[0], canvas.shape[1]) / 640
-    thick = max(1, int(round(2 * scale)))
+    picture = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    font_scale = _font_scale(picture.shape[1])
+    thick = max(1, int(round(2 * font_scale)))
     for face in result.faces:
         colour = KNOWN if face.name else UNKNOWN
         x0, y0, x1, y1 = (int(round(v)) for v in _mesh_box(face.face))
-        cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thick)
+        cv2.rectangle(picture, (x0, y0), (x1, y1), colour, thick)
         for x, y in face.face.points5:
-            cv2.circle(canvas, (int(round(x)), int(round(y))), thick + 1, colour, -1)
-        label = f"{face.name or 'unknown'} {face.score:.2f}"
-        _label(canvas, label, (x0, max(0, y0 - 4)), colour, 0.6 * scale)
+            cv2.circle(picture, (int(round(x)), int(round(y))), thick + 1, colour, -1)
+        _face_label(picture, f"{face.name or 'unknown'} {face.score:.2f}", (x0, y0, x1, y1),
+                    colour, font_scale)
+    return np.vstack([picture, _band(picture.shape[1], _figures(result, rate), status,
+                                     status_rows, font_scale)])
+
+
+def _figures(result: FrameResult, rate: str) -> list[str]:
     ms = result.ms
-    lines = [" ".join(f"{stage} {ms.get(stage, 0):.1f}" for stage in STAGES) + " ms",
-             f"total {ms.get('total', 0):.1f} ms  {ms.get('fps', 0):.1f} FPS  "
-             f"{len(result.faces)} face(s)"]
-    if status:
-        lines.append(status)
-    for number, line in enumerate(lines):
-        _label(canvas, line, (4, int((18 + 20 * number) * scale)), (40, 40, 40), 0.5 * scale)
-    return canvas
+    head = [rate] if rate else []
+    head += [f"pipeline {ms.get('total', 0):.1f} ms", f"{len(result.faces)} face(s)"]
+    return ["   ".join(head), "  ".join(f"{stage} {ms.get(stage, 0):.1f}" for stage in STAGES) + " ms"]
 
 
-def _label(canvas, text: str, origin: tuple[int, int], background, font_scale: float) -> None:
+def _font_scale(width: int) -> float:
+    return max(0.4, 0.5 * width / 640)
+
+
+def _text_size(text: str, font_scale: float) -> tuple[int, int, int]:
     import cv2
 
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    font_scale = max(font_scale, 0.35)
-    (width, height), base = cv2.getTextSize(text, font, font_scale, 1)
-    x, y = origin
-    y = max(y, height + 2)
-    cv2.rectangle(canvas, (x, y - height - 3), (x + width + 2, y + base), background, -1)
-    cv2.putText(canvas, text, (x + 1, y - 1), font, font_scale, TEXT, 1, cv2.LINE_AA)
+    (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    return width, height, base
+
+
+def _face_label(picture, text: str, box, colour, font_scale: float) -> None:
+    """Above the box, or just inside its top when the box touches the picture's top; shifted
+    left to stay inside the picture."""
+    import cv2
+
+    width, height, base = _text_size(text, font_scale)
+    x0, y0, _, y1 = box
+    x = min(max(0, x0), max(0, picture.shape[1] - width - 2))
+    y = y0 - base - 2 if y0 - base - 2 - height - 3 >= 0 else max(y0, 0) + height + 3
+    cv2.rectangle(picture, (x, y - height - 3), (x + width + 2, y + base), colour, -1)
+    cv2.putText(picture, text, (x + 1, y - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, TEXT, 1,
+                cv2.LINE_AA)
+
+
+def _band(width: int, figures: list[str], status: str, status_rows: int,
+          font_scale: float) -> np.ndarray:
+    """The text rows under the picture; lines wider than the frame wrap at spaces."""
+    import cv2
+
+    rows = [row for line in figures for row in wrap(line, width - 8, font_scale)]
+    status_lines = wrap(status, width - 8, font_scale) if status else []
+    rows += status_lines + [""] * (status_rows - len(status_lines))
+    _, height, base = _text_size("Ag", font_scale)
+    pitch = height + base + 6
+    band = np.empty((pitch * len(rows) + 4, width, 3), np.uint8)
+    band[:] = BAND
+    for number, row in enumerate(rows):
+        cv2.putText(band, row, (4, 2 + number * pitch + height + 3), cv2.FONT_HERSHEY_SIMPLEX,
+                    font_scale, TEXT, 1, cv2.LINE_AA)
+    return band
+
+
+def wrap(text: str, width: int, font_scale: float) -> list[str]:
+    """Greedy word wrap to `width` pixels; a word wider than a row is cut."""
+    rows, row = [], ""
+    for word in text.split(" "):
+        candidate = f"{row} {word}" if row else word
+        if _text_size(candidate, font_scale)[0] <= width:
+            row = candidate
+            continue
+        if row:
+            rows.append(row)
+        while len(word) > 1 and _text_size(word, font_scale)[0] > width:
+            cut = len(word) - 1
+            while cut > 1 and _text_size(word[:cut], font_scale)[0] > width:
+                cut -= 1
+            rows.append(word[:cut])
+            word = word[cut:]
+        row = word
+    if row:
+        rows.append(row)
+    return rows
+
+
+# --- the run's record: rate, event log, summary -----------------------------------------------------
+
+class RateMeter:
+    """Frames per second actually achieved, over the last `span` seconds of running (a pause,
+    e.g. while a name is typed, is left out)."""
+
+    def __init__(self, span: float = 2.0):
+        self.span = span
+        self.times: deque[float] = deque()
+        self.frames, self.seconds = 0, 0.0      # the whole run, pauses left out
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self.times:
+            self.frames += 1
+            self.seconds += now - self.times[-1]
+        self.times.append(now)
+        while now - self.times[0] > self.span and len(self.times) > 2:
+            self.times.popleft()
+
+    def pause(self) -> None:
+        self.times.clear()
+
+    def rate(self) -> float:
+        elapsed = self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
+        return (len(self.times) - 1) / elapsed if elapsed > 0 else 0.0
+
+    def average(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class Recorder:
+    """The event log (one JSON line per frame and per window action, then a summary) and the
+    figures of the summary. Lines are flushed as written: the log can be followed live."""
+
+    def __init__(self, log: Path | None):
+        self.file = None
+        if log is not None:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(log, "w", encoding="utf-8")
+        self.meter = RateMeter()
+        self.stats: dict[str, list[float]] = {}
+        self.names: dict[str, int] = {}
+        self.frames = 0
+
+    def frame(self, result: FrameResult) -> None:
+        self.meter.tick()
+        self.frames += 1
+        for key, value in result.ms.items():
+            self.stats.setdefault(key, []).append(value)
+        for face in result.faces:
+            self.names[face.name or "unknown"] = self.names.get(face.name or "unknown", 0) + 1
+        self._write({"event": "frame", **result.event(), "fps": round(self.meter.rate(), 2)})
+
+    def action(self, frame: int, message: str) -> None:
+        self._write({"event": "action", "frame": frame, "message": message})
+
+    def close(self) -> dict:
+        summary = self.summary()
+        self._write({"event": "summary", **summary})
+        if self.file:
+            self.file.close()
+            self.file = None
+        return summary
+
+    def summary(self) -> dict:
+        medians = {key: round(float(np.median(values)), 2) for key, values in self.stats.items()}
+        pipeline = round(1e3 / medians["total"], 1) if medians.get("total") else 0.0
+        return {"frames": self.frames, "median_ms": medians,
+                "fps": round(self.meter.average(), 1) or pipeline, "pipeline_fps": pipeline,
+                "faces_named": self.names}
+
+    def _write(self, event: dict) -> None:
+        if self.file:
+            self.file.write(json.dumps(event) + "\n")
+            self.file.flush()
 
 
 # --- headless: annotated video + event log ------------------------------------------------------
@@ -271,8 +499,6 @@ class VideoOut:
             if not self.writer.isOpened():
                 raise UserError(f"cannot write video {self.path} (use .mp4 or .avi)")
         if (bgr.shape[1], bgr.shape[0]) != self.size:   # an image folder of mixed sizes
-            import cv2
-
             bgr = cv2.resize(bgr, self.size)
         self.writer.write(bgr)
 
@@ -284,33 +510,25 @@ class VideoOut:
         self.tmp.unlink(missing_ok=True)
 
 
-def run_headless(demo: Demo, source, out: Path | None, log: Path | None, fps: float = 10.0,
+def run_headless(demo: Demo, source: Source, out: Path | None, log: Path | None,
                  max_frames: int | None = None, snapshot: Path | None = None,
                  progress: bool = False) -> dict:
-    """Process every frame; returns a summary (frames, faces, names seen, median ms, FPS)."""
+    """Process every frame as fast as it goes; returns the summary (frames, median ms, FPS)."""
     from tqdm import tqdm
 
-    video = VideoOut(out, fps) if out else None
-    log_file = _open_log(log)
-    stats: dict[str, list[float]] = {}
-    names: dict[str, int] = {}
+    video = VideoOut(out, source.rate or 15.0) if out else None
+    recorder = Recorder(log)
     best_snapshot = (-1, None)
     ok = False
     try:
-        for number, (t, rgb) in enumerate(tqdm(frames(source, fps), desc="frames", unit="frame",
+        for number, (t, rgb) in enumerate(tqdm(source, desc="frames", unit="frame",
                                                 disable=not progress)):
             if max_frames is not None and number >= max_frames:
                 break
             result = demo.process(rgb, t)
-            for key, value in result.ms.items():
-                stats.setdefault(key, []).append(value)
-            for face in result.faces:
-                names[face.name or "unknown"] = names.get(face.name or "unknown", 0) + 1
-            if log_file:
-                log_file.write(json.dumps({"event": "frame", **result.event()}) + "\n")
-                log_file.flush()
+            recorder.frame(result)
             if video or snapshot:
-                annotated = draw(rgb, result)
+                annotated = draw(rgb, result, rate=f"{recorder.meter.rate():.1f} FPS")
                 if video:
                     video.write(annotated)
                 known = sum(f.name is not None for f in result.faces)
@@ -320,10 +538,7 @@ def run_headless(demo: Demo, source, out: Path | None, log: Path | None, fps: fl
     finally:
         if video:
             video.close(keep=ok)
-        summary = _summary(demo.count, stats, names)
-        if log_file:
-            log_file.write(json.dumps({"event": "summary", **summary}) + "\n")
-            log_file.close()
+        summary = recorder.close()
     if snapshot and best_snapshot[1] is not None:
         import cv2
 
@@ -333,104 +548,291 @@ def run_headless(demo: Demo, source, out: Path | None, log: Path | None, fps: fl
     return summary
 
 
-def _open_log(log: Path | None):
-    if log is None:
-        return None
-    log = Path(log)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return open(log, "w", encoding="utf-8")
+# --- the camera window: checks before it opens ---------------------------------------------------
+
+def require_gui() -> None:
+    """Stop with one line saying which OpenCV to install, without opening a window."""
+    import cv2
+
+    if _gui_backend(cv2.getBuildInformation()) == "NONE":
+        raise UserError(GUI_MISSING)
 
 
-def _summary(frames_done: int, stats: dict[str, list[float]], names: dict[str, int]) -> dict:
-    medians = {key: round(float(np.median(values)), 2) for key, values in stats.items()
-               if key != "fps"}
-    fps = round(1e3 / medians["total"], 1) if medians.get("total") else 0.0
-    return {"frames": frames_done, "median_ms": medians, "fps": fps, "faces_named": names}
+def _gui_backend(build_information: str) -> str:
+    for line in build_information.splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def check_display(environ=os.environ) -> None:
+    """Qt aborts the whole process (exit 134) when it cannot reach an X display; find out first.
+    Only X11 is checked: Windows, macOS and a Qt platform chosen by the user are left alone."""
+    if sys.platform in ("win32", "darwin") or environ.get("QT_QPA_PLATFORM", "xcb") != "xcb":
+        return
+    display = environ.get("DISPLAY", "")
+    advice = "; run it in a desktop session (or under xvfb-run), or use --headless --out FILE"
+    if not display:
+        raise UserError("no display for the window: DISPLAY is not set" + advice)
+    if _display_refused(display):
+        raise UserError(f"cannot connect to the display DISPLAY={display}" + advice)
+
+
+def _display_refused(display: str) -> bool:
+    """True when nothing listens where `display` points (":1", "unix:1.0", "host:10.0");
+    False when it answers or the name is not understood (then the window library decides)."""
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit() or "/" in host:
+        return False
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        addresses = [(socket.AF_UNIX, path), (socket.AF_UNIX, "\0" + path)]  # file, abstract
+    else:
+        addresses = [(socket.AF_INET, (host, 6000 + int(number)))]
+    for family, address in addresses:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.settimeout(3)
+                probe.connect(address)
+                return False
+        except OSError:
+            continue
+    return True
 
 
 # --- the camera window ---------------------------------------------------------------------------
 
-def require_gui() -> None:
-    """Open the window, or stop with one line saying which OpenCV to install."""
-    import cv2
+SHIFT = (0xFFE1, 0xFFE2)              # X keysyms; Qt and GTK builds report Shift as a key
+MODIFIERS = range(0xFFE1, 0xFFEF)     # Shift, Control, Caps Lock, Meta, Alt, Super, Hyper
+ENTER, ESCAPE, BACKSPACE = (10, 13, 0xFF0D, 0xFF8D), (27, 0xFF1B), (8, 127, 0xFF08, 0xFFFF)
 
+
+class Window:
+    """The OpenCV window: a plain one (no toolbar, no status bar), keys as full codes, and
+    whether the user closed it (Qt would otherwise recreate it on the next frame)."""
+
+    def __init__(self):
+        import cv2
+
+        self.cv2 = cv2
+        cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        self.keys: deque[int] = deque()
+
+    def show(self, bgr: np.ndarray) -> None:
+        self.cv2.imshow(WINDOW, bgr)
+
+    def key(self, wait_ms: int) -> int | None:
+        """The next key pressed within `wait_ms`, or None."""
+        if self.keys:
+            return self.keys.popleft()
+        key = self.cv2.waitKeyEx(max(1, int(wait_ms)))
+        return None if key == -1 else key
+
+    def paint(self) -> None:
+        """Let the window draw now (before a long action), keeping any key pressed meanwhile."""
+        key = self.cv2.waitKeyEx(1)
+        if key != -1:
+            self.keys.append(key)
+
+    def closed(self) -> bool:
+        try:
+            return self.cv2.getWindowProperty(WINDOW, self.cv2.WND_PROP_VISIBLE) < 1
+        except self.cv2.error:      # Qt drops its window state once the last window is closed
+            return True
+
+    def close(self) -> None:
+        try:
+            self.cv2.destroyAllWindows()
+            self.cv2.waitKey(1)
+        except self.cv2.error:
+            pass
+
+
+@dataclass
+class Prompt:
+    """A name typed into the window. Some OpenCV builds (Qt) deliver Shift as a key of its own
+    and the letter after it in lower case: Shift then makes the next letter a capital."""
+    action: str                 # "enroll" or "delete"
+    text: str = ""
+    shift: bool = False
+
+    def feed(self, key: int) -> str | None:
+        """'enter', 'cancel' or None (still typing)."""
+        if key in SHIFT:
+            self.shift = True
+            return None
+        if key in MODIFIERS:
+            return None
+        if key in ESCAPE:
+            return "cancel"
+        if key in ENTER:
+            return "enter"
+        if key in BACKSPACE:
+            self.text = self.text[:-1]
+        elif 32 <= key < 127:
+            self.text += chr(key).upper() if self.shift else chr(key)
+        self.shift = False
+        return None
+
+    def line(self) -> str:
+        return f"{self.action} name: {self.text}_  (Enter: ok, Esc: cancel)"
+
+
+class WindowSession:
+    """The window's keys and what they do to the gallery. Frames stop while a name is typed or
+    a confirmation is asked (the face that was in view is the one enrolled)."""
+
+    def __init__(self, demo: Demo, window, recorder: Recorder, video: VideoOut | None = None):
+        self.demo, self.window, self.recorder, self.video = demo, window, recorder, video
+        self.status, self.status_until = KEY_HINT, time.monotonic() + 10
+        self.rgb, self.result = None, None
+        self.quitting = False
+        self.paused = 0.0           # seconds spent in prompts: the playback clock skips them
+
+    def show_frame(self, rgb: np.ndarray, result: FrameResult) -> None:
+        self.rgb, self.result = rgb, result
+        self.recorder.frame(result)
+        annotated = self.redraw()
+        if self.video:
+            self.video.write(annotated)
+
+    def redraw(self, line: str | None = None) -> np.ndarray:
+        if line is None:
+            line = self.status if time.monotonic() < self.status_until else ""
+        annotated = draw(self.rgb, self.result, line,
+                         f"display {self.recorder.meter.rate():.1f} FPS", status_rows=2)
+        self.window.show(annotated)
+        return annotated
+
+    def wait_until(self, due: float, end: bool = False) -> bool:
+        """Handle keys until the monotonic time `due` (forever when `end`: the last frame stays
+        until a key that is not a command); False once the user quits."""
+        while not self.quitting:
+            left = max(0.0, due - time.monotonic()) * 1e3
+            key = self.window.key(50 if end else min(left, 50))
+            if self.window.closed():
+                self.quitting = True
+            elif key is not None:
+                self.on_key(key, end)
+            elif not end and time.monotonic() >= due:
+                return True
+            elif end and time.monotonic() > self.status_until:
+                self.redraw()     # the status line times out
+        return False
+
+    def on_key(self, key: int, end: bool = False) -> None:
+        char = chr(key).lower() if 32 <= key < 127 else ""
+        if key in ESCAPE or char == "q":
+            self.quitting = True
+        elif char == "e":
+            self._modal(self._enroll)
+        elif char == "d":
+            named = [f.name for f in self.result.faces if f.name]
+            self._modal(self._delete, named[0] if named else "")
+        elif char == "a":
+            self._act("adapting...", self.demo.adapt)
+        elif end and key not in MODIFIERS:
+            self.quitting = True
+
+    def _modal(self, action, text: str = "") -> None:
+        started = time.monotonic()
+        self.recorder.meter.pause()
+        action(text)
+        self.paused += time.monotonic() - started
+
+    def _enroll(self, text: str) -> None:
+        typed = self._ask(Prompt("enroll", text))
+        if typed is None:
+            return self._say("enroll cancelled")
+        try:
+            name = self.demo.resolve(typed)
+            shot = self.demo.face_shot(self.rgb, self.result)
+        except UserError as e:
+            return self._say(f"error: {e}")
+        score = self.demo.mismatch(name, shot)
+        if score is not None and not self._confirm(
+                f"this face does not match {name} (cosine {score:.2f} < "
+                f"{self.demo.recognizer.threshold:.2f}): y adds it to {name}, any other key "
+                "cancels"):
+            return self._say("enroll cancelled")
+        self._act(f"enrolling {name}...", self.demo.enroll, name, shot)
+
+    def _delete(self, text: str) -> None:
+        typed = self._ask(Prompt("delete", text))
+        if typed is None:
+            return self._say("delete cancelled")
+        try:
+            name = self.demo.resolve(typed)
+        except UserError as e:
+            return self._say(f"error: {e}")
+        self._act(f"deleting {name}...", self.demo.delete, name)
+
+    def _ask(self, prompt: Prompt) -> str | None:
+        """The typed text, or None when cancelled (Esc, quit or the window closed)."""
+        while True:
+            self.redraw(prompt.line())
+            key = self.window.key(50)
+            if self.window.closed():
+                self.quitting = True
+                return None
+            outcome = None if key is None else prompt.feed(key)
+            if outcome == "enter":
+                return prompt.text
+            if outcome == "cancel":
+                return None
+
+    def _confirm(self, question: str) -> bool:
+        while True:
+            self.redraw(question)
+            key = self.window.key(50)
+            if self.window.closed():
+                self.quitting = True
+                return False
+            if key is not None and key not in MODIFIERS:
+                return key in (ord("y"), ord("Y"))
+
+    def _act(self, busy: str, action, *args) -> None:
+        """Run a gallery action with a message on screen first (it can take a second or two),
+        then show the outcome and the frame re-matched against the changed gallery."""
+        self.redraw(busy)
+        self.window.paint()
+        try:
+            message = action(*args)
+        except UserError as e:
+            message = f"error: {e}"
+        self.result = self.demo.rematch(self.result)
+        self._say(message)
+
+    def _say(self, message: str) -> None:
+        self.status, self.status_until = message, time.monotonic() + 4
+        self.recorder.action(self.result.index, message)
+        self.redraw()
+
+
+def run_window(demo: Demo, source: Source, out: Path | None = None, log: Path | None = None,
+               window=None) -> dict:
+    """Show the source with names until q/Esc or the window is closed; returns the summary.
+    Files play at `source.rate`; after the last frame the window waits for a key."""
+    window = window or Window()
+    recorder = Recorder(log)
+    video = VideoOut(out, source.rate or 15.0) if out else None
+    session = WindowSession(demo, window, recorder, video)
+    start = time.monotonic()
     try:
-        cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
-    except cv2.error:
-        raise UserError(GUI_MISSING) from None
-
-
-def run_window(demo: Demo, source, out: Path | None = None, log: Path | None = None) -> None:
-    import cv2
-
-    require_gui()
-    typing: tuple[str, str] | None = None     # (action, text so far) while a name is typed
-    status, status_until = "keys: e enroll  a adapt  d delete  q quit", time.monotonic() + 10
-    log_file = _open_log(log)
-    video = VideoOut(out, 15.0) if out else None
-    try:
-        for t, rgb in frames(source):
-            result = demo.process(rgb, t)
-            if log_file:
-                log_file.write(json.dumps({"event": "frame", **result.event()}) + "\n")
-            shown = status if time.monotonic() < status_until else ""
-            if typing:
-                shown = f"{typing[0]} name: {typing[1]}_  (Enter / Esc)"
-            annotated = draw(rgb, result, shown)
-            if video:
-                video.write(annotated)
-            cv2.imshow(WINDOW, annotated)
-            key = cv2.waitKey(1) & 0xFF
-            if key == 255:
-                continue
-            if typing:
-                typing, message = _type(typing, key, demo, rgb, result)
-            elif key in (ord("q"), 27):
+        for t, rgb in source:
+            session.show_frame(rgb, demo.process(rgb, t))
+            due = start + session.paused + (t if source.rate else 0.0)
+            if not session.wait_until(due):
                 break
-            else:
-                typing, message = _command(key, demo, result)
-            if message:
-                status, status_until = message, time.monotonic() + 4
-                if log_file:
-                    log_file.write(json.dumps({"event": "action", "frame": result.index,
-                                               "message": message}) + "\n")
+        else:
+            session.status, session.status_until = (
+                "end: e/d/a still work; any other key quits", time.monotonic() + 1e9)
+            session.redraw()
+            session.wait_until(0.0, end=True)
     finally:
         if video:
             video.close(keep=True)
-        if log_file:
-            log_file.close()
-        cv2.destroyAllWindows()
-
-
-def _command(key: int, demo: Demo, result: FrameResult):
-    if key == ord("e"):
-        return ("enroll", ""), ""
-    if key == ord("d"):
-        named = [f.name for f in result.faces if f.name]
-        return ("delete", named[0] if named else ""), ""
-    if key == ord("a"):
-        return None, _safely(demo.adapt)
-    return None, ""
-
-
-def _type(typing: tuple[str, str], key: int, demo: Demo, rgb, result: FrameResult):
-    action, text = typing
-    if key == 27:
-        return None, f"{action} cancelled"
-    if key in (8, 127):
-        return (action, text[:-1]), ""
-    if key in (10, 13):
-        if action == "enroll":
-            return None, _safely(demo.enroll, rgb, result, text)
-        return None, _safely(demo.delete, text)
-    if 32 <= key < 127:
-        return (action, text + chr(key)), ""
-    return typing, ""
-
-
-def _safely(action, *args) -> str:
-    """Window actions report a user error on screen instead of ending the session."""
-    try:
-        return action(*args)
-    except UserError as e:
-        return f"error: {e}"
+        window.close()
+        summary = recorder.close()   # also after Ctrl+C: the log ends with its summary
+    return summary

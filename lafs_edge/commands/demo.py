@@ -3,13 +3,15 @@
     lafs-edge demo --camera 0 --model ARTIFACT --gallery people.db
     lafs-edge demo --source VIDEO|IMAGE_DIR --headless --out annotated.mp4 --log events.jsonl
 
-The window (keys e enroll, a adapt, d delete, q quit) needs OpenCV's GUI build (opencv-python);
---headless works with opencv-python-headless. See lafs_edge/apps/demo.py."""
+The window (keys e enroll, a adapt, d delete, q quit) needs OpenCV's GUI build
+(`pip install 'lafs-edge[gui]'`) and a display; --headless works with either build.
+See lafs_edge/apps/demo.py."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ..errors import UserError
 from .gallery_common import add_gallery_argument, add_model_argument
 
 
@@ -27,8 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="headless: also save the annotated frame naming the most people (PNG)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="open-set cosine threshold (default: the model manifest's)")
-    parser.add_argument("--fps", type=float, default=10.0,
-                        help="frame rate for an image folder's timestamps and the output video")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="playback frame rate: a video's own by default, 10 for images "
+                             "(the window plays at it; --headless runs as fast as it can)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--redetect-every", type=int, default=5,
                         help="run the face detector every N frames (tracked ROIs in between)")
@@ -37,18 +40,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..apps.demo import Demo, check_source, require_gui, run_headless, run_window
-    from ..errors import UserError
+    from ..apps.demo import Source, check_display, check_source, require_gui
+
+    if args.headless and not (args.out or args.log or args.snapshot):
+        raise UserError("--headless needs somewhere to write: --out, --log or --snapshot")
+    if args.fps is not None and not args.fps > 0:
+        raise UserError(f"--fps must be above 0, not {args.fps}")
+    source = args.camera if args.camera is not None else args.source
+    check_source(source)
+    if not args.headless:   # before the camera and the models: each is a one-line error at once
+        require_gui()
+        check_display()
+    opened = Source(source, args.fps)   # before the models: a missing camera fails in a moment
+    try:
+        summary = _run_opened(args, opened)
+    finally:
+        opened.close()
+    _print_summary(summary, args)
+    return 0
+
+
+def _run_opened(args: argparse.Namespace, source) -> dict:
+    from ..apps.demo import Demo, run_headless, run_window
     from ..gallery import Gallery, Recognizer
     from ..landmarks import FaceAnalyzer
     from ..runtime.embedder import Embedder
 
-    if args.headless and not (args.out or args.log or args.snapshot):
-        raise UserError("--headless needs somewhere to write: --out, --log or --snapshot")
-    source = args.camera if args.camera is not None else args.source
-    check_source(source)
-    if not args.headless:
-        require_gui()   # before loading models: a missing GUI is a one-line error at once
     detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
     embedder = Embedder.from_artifact(args.model, threads=args.threads)
     with Gallery(args.gallery) as gallery:
@@ -59,18 +76,20 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("the model's manifest has no threshold; pass --threshold")
         demo = Demo(recognizer, args.redetect_every)
         if not args.headless:
-            run_window(demo, source, args.out, args.log)
-            return 0
-        summary = run_headless(demo, source, args.out, args.log, args.fps, args.max_frames,
-                               args.snapshot, progress=True)
+            return run_window(demo, source, args.out, args.log)
+        return run_headless(demo, source, args.out, args.log, args.max_frames, args.snapshot,
+                            progress=True)
+
+
+def _print_summary(summary: dict, args: argparse.Namespace) -> None:
+    from ..gallery.pipeline import STAGES
+
     ms = summary["median_ms"]
-    print(f"{summary['frames']} frames, {summary['fps']} FPS (median total "
-          f"{ms.get('total', 0):.1f} ms: " + ", ".join(
-              f"{stage} {ms.get(stage, 0):.1f}" for stage in ("detect", "mesh", "align", "embed", "match"))
-          + ")")
+    print(f"{summary['frames']} frames, {summary['fps']} FPS achieved; pipeline median "
+          f"{ms.get('total', 0):.1f} ms ({summary['pipeline_fps']} FPS): " + ", ".join(
+              f"{stage} {ms.get(stage, 0):.1f}" for stage in STAGES))
     print("faces named: " + (", ".join(f"{name} x{count}" for name, count in
                                        sorted(summary["faces_named"].items())) or "none"))
     for label, path in (("video", args.out), ("events", args.log), ("snapshot", args.snapshot)):
         if path:
             print(f"{label}: {path}")
-    return 0
