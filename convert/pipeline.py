@@ -42,6 +42,10 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
         float_groups = sensitivity.float_groups
         extra["int8_sensitivity"] = sensitivity.to_dict()
     reference = torch_embeddings(model, pair_faces) if pair_faces is not None else None
+    # Shipped weights carry the threshold measured for them (their model card); only faces the
+    # user names with --pairs replace it (a calibration set is rarely a fair threshold set).
+    recommended = None if pairs or checkpoint is None else \
+        _checkpoint_threshold(checkpoint)
     name = name or model.arch
     results = []
     for target in targets:
@@ -52,7 +56,10 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
             if pair_faces is not None:
                 _add_threshold_and_parity(manifest, tmp, model, pair_faces, reference,
                                           str(pairs or calib))
-                write_manifest(manifest, tmp)
+            if recommended is not None:
+                manifest.threshold = recommended
+                manifest.parity["threshold_from"] = "checkpoint (measured for these weights)"
+            write_manifest(manifest, tmp)
 
         folder = Path(out) / f"{name}-{target}-{precision}"
         build_artifact(model, target, precision, folder, calib_input, float_groups, finish)
@@ -60,6 +67,13 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
 
         results.append((folder, read_manifest(folder)[0]))
     return results
+
+
+def _checkpoint_threshold(path: str) -> float | None:
+    from ..models import read_checkpoint
+
+    value = read_checkpoint(path).get("threshold")
+    return float(value) if value is not None else None
 
 
 def _pair_faces(pairs: str | None, count: int | None, calib_faces: FaceSet | None) -> FaceSet | None:

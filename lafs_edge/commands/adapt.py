@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 
-from .gallery_common import add_gallery_argument, add_model_argument
+from .gallery_common import add_gallery_argument, add_model_argument, model_artifact
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser, required=False)
+    add_model_argument(parser)
     add_gallery_argument(parser)
     parser.add_argument("--views", type=int, default=8, help="augmented views per stored crop")
     parser.add_argument("--steps", type=int, default=200, help="training steps (full batch)")
@@ -31,13 +31,11 @@ def run(args: argparse.Namespace) -> int:
             gallery.compact()
             print(f"removed the adapter from {args.gallery}")
             return 0
-        if not args.model:
-            raise UserError("adapt needs --model (the artifact the gallery was enrolled with)")
         if args.views < 0 or args.steps < 1:
             raise UserError("--views must be >= 0 and --steps >= 1")
         from ..runtime.embedder import Embedder
 
-        embedder = Embedder.from_artifact(args.model, threads=args.threads)
+        embedder = Embedder.from_artifact(model_artifact(args), threads=args.threads)
         config = AdaptConfig(views=args.views, steps=args.steps, seed=args.seed)
         report = adapt_gallery(gallery, embedder, config, progress=True)
     print(f"adapted {report.people} people from {report.crops} crops ({report.views} views): "

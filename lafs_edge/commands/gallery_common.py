@@ -35,11 +35,21 @@ def add_gallery_argument(parser: argparse.ArgumentParser) -> None:
                              "(default 30)")
 
 
-def add_model_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--model", required=required,
-                        help="exported artifact folder (or its manifest.json)")
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="exported artifact folder (or its manifest.json); default: the "
+                             "shipped student, exported once into the cache")
     parser.add_argument("--threads", type=number(1, MAX_THREADS, integer=True), default=None,
                         help="CPU threads for the model")
+
+
+def model_artifact(args: argparse.Namespace):
+    """--model, or the shipped student's artifact when none is given."""
+    if args.model:
+        return args.model
+    from ..runtime.shipped import default_artifact
+
+    return default_artifact()
 
 
 def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
@@ -52,5 +62,5 @@ def open_recognizer(args: argparse.Namespace, gallery=None, threshold: float | N
     from ..gallery import Recognizer
     from ..runtime.embedder import Embedder
 
-    return Recognizer(Embedder.from_artifact(args.model, threads=args.threads), gallery=gallery,
+    return Recognizer(Embedder.from_artifact(model_artifact(args), threads=args.threads), gallery=gallery,
                       threshold=threshold)
