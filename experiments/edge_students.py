@@ -51,7 +51,7 @@ TARGET_CACHE = "runs/teacher_targets_pool_retail0095.pt"
 # token it does not leave the teacher's mean direction at this budget (docs/results.md).
 PRESETS = {
     "cpu": {"batch": 64, "targets": "cached", "threads": 1, "precision": "bf16",
-            "steps": {"part_fvit_tiny": 3000, "mobilefacenet": 1600},
+            "steps": {"part_fvit_tiny": 2400, "mobilefacenet": 1400},
             "lr": {"part_fvit_tiny": 1e-3, "mobilefacenet": 2e-3},
             "warmup_epochs": {"part_fvit_tiny": 0.1, "mobilefacenet": 0.1},
             "overrides": {"part_fvit_tiny": {"pool": "landmarks"}, "mobilefacenet": {}},
@@ -416,6 +416,23 @@ def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_nam
           f"{index[student]['sha256'][:12]}..., threshold {threshold:.3f})", flush=True)
 
 
+def training_minutes(run_dir: Path) -> float:
+    """Wall time of a run from its log's time stamps (the first logged steps extrapolated)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0], rows[-1]
+    return (last["time"] - first["time"]) / 60 * last["step"] / max(1, last["step"] - first["step"])
+
+
+def resumes(log: Path) -> list[str]:
+    """The run's stops and config changes, as its log recorded them."""
+    if not log.is_file():
+        return []
+    marks = [line.strip() for line in log.read_text().splitlines()
+             if line.startswith(("resuming from", "warning: resuming with a changed config"))]
+    return (["The run was stopped and resumed (its log):", "", *[f"- {m}" for m in marks], ""]
+            if marks else [])
+
+
 def model_card(student: str, path: Path, entry: dict, run_dir: Path, rows: dict,
                bench_rows: list[dict], preset_name: str, seconds: dict, machine: str) -> str:
     preset = PRESETS[preset_name]
@@ -435,10 +452,10 @@ def model_card(student: str, path: Path, entry: dict, run_dir: Path, rows: dict,
         f"{preset['targets']} teacher targets (each face and its mirror image), lr "
         f"{preset['lr'][student]} cosine, AdamW, {preset['precision']} autocast, "
         f"{preset['threads']} thread. Machine: {machine}. Training wall time "
-        f"{seconds.get('distillation', 0) / 60:.0f} min (both students side by side). Command "
+        f"{training_minutes(run_dir):.0f} min (from its log; both students side by side). Command "
         f"(run by `python experiments/edge_students.py --preset {preset_name}`):", "",
         "```", shlex.join(distill_argv(student, preset, Path("runs/experiments/edge_students"))),
-        "```", "",
+        "```", "", *resumes(run_dir.parent / f"{student}.log"),
         "## Accuracy", "",
         "Nothing below was used for training or int8 calibration. ORL and Yale aligned by the "
         "device pipeline (MediaPipe); rank-1 = mean over 5 draws of k enrolled images per "

@@ -1,6 +1,6 @@
 """`lafs-edge demo`: live recognition with the gallery.
 
-    lafs-edge demo --camera 0 --model ARTIFACT --gallery people.db
+    lafs-edge demo --camera 0 [--model ARTIFACT] --gallery people.db   (default: the shipped student)
     lafs-edge demo --source VIDEO|IMAGE_DIR --headless --out annotated.mp4 --log events.jsonl
 
 The window (keys e enroll, a adapt, d delete, q quit) needs OpenCV's GUI build
@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import UserError
-from .gallery_common import add_gallery_argument, add_model_argument
+from .gallery_common import add_gallery_argument, add_model_argument, model_artifact
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +67,7 @@ def _run_opened(args: argparse.Namespace, source) -> dict:
     from ..runtime.embedder import Embedder
 
     detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
-    embedder = Embedder.from_artifact(args.model, threads=args.threads)
+    embedder = Embedder.from_artifact(model_artifact(args), threads=args.threads)
     with Gallery(args.gallery) as gallery:
         gallery.check_model(embedder.fingerprint, embedder.label)
         recognizer = Recognizer(embedder, FaceAnalyzer(detectors=detectors), gallery,

@@ -1,4 +1,5 @@
-"""`lafs-edge enroll NAME IMG... --model ARTIFACT --gallery FILE`: add a person from 1-k photos.
+"""`lafs-edge enroll NAME IMG... [--model ARTIFACT] --gallery FILE`: add a person from 1-k photos
+(no --model: the shipped student).
 
 Every photo must show exactly one face. Photos failing the quality gate (face too small, blurry,
 turned away) or nearly identical to a kept one are skipped with the reason; an unreadable photo,

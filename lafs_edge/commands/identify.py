@@ -1,4 +1,5 @@
-"""`lafs-edge identify IMG... --model ARTIFACT --gallery FILE`: who is in these photos?
+"""`lafs-edge identify IMG... [--model ARTIFACT] --gallery FILE`: who is in these photos?
+(no --model: the shipped student)
 
 Each photo may hold any number of faces: detect, align, embed (one batch per photo), match.
 One line per face: `PHOTO face N x0,y0,x1,y1 NAME score` or `... unknown score (best NAME)`.
