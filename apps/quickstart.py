@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..runtime.shipped import DEFAULT_STUDENT
 
 EXPORT_TARGETS = ("openvino", "tflite", "coreml")
-DEMO_STUDENT = "mobilefacenet"   # the shipped student the quickstart deploys (docs/results.md)
 
 
 @dataclass
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=6, help="generated photos per person")
     parser.add_argument("--steps", type=int, default=8, help="training steps per stage")
     parser.add_argument("--batch", type=int, default=8, help="training batch size")
-    parser.add_argument("--student", default=DEMO_STUDENT,
+    parser.add_argument("--student", default=DEFAULT_STUDENT,
                         help="the shipped student to export and run on the device")
     parser.add_argument("--targets", default=",".join(EXPORT_TARGETS),
                         help="export targets, comma-separated (the first one runs the demo)")

@@ -84,7 +84,7 @@ def test_device_part_with_the_shipped_student(group_photos, mediapipe_models, tm
     named in photos they were not enrolled from, and strangers are called unknown."""
     from lafs_edge.runtime.shipped import default_artifact
 
-    result = quickstart.run_device(default_artifact(quickstart.DEMO_STUDENT), tmp_path)
+    result = quickstart.run_device(default_artifact(), tmp_path)
     verdicts = result["verdicts"]
     assert len(verdicts) == 15                       # 3 + 4 + 3 + 5 faces in the four photos
     known = [(truth, name) for _, truth, name, _ in verdicts if truth != "unknown"]
