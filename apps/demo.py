@@ -686,6 +686,7 @@ class WindowSession:
     def __init__(self, demo: Demo, window, recorder: Recorder, video: VideoOut | None = None):
         self.demo, self.window, self.recorder, self.video = demo, window, recorder, video
         self.status, self.status_until = KEY_HINT, time.monotonic() + 10
+        self.hint = ""              # shown when no status is fresh
         self.rgb, self.result = None, None
         self.quitting = False
         self.paused = 0.0           # seconds spent in prompts: the playback clock skips them
@@ -699,9 +700,10 @@ class WindowSession:
 
     def redraw(self, line: str | None = None) -> np.ndarray:
         if line is None:
-            line = self.status if time.monotonic() < self.status_until else ""
+            line = self.status if time.monotonic() < self.status_until else self.hint
+        rate = self.recorder.meter.rate()     # none yet after a single frame
         annotated = draw(self.rgb, self.result, line,
-                         f"display {self.recorder.meter.rate():.1f} FPS", status_rows=2)
+                         f"display {rate:.1f} FPS" if rate else "display -- FPS", status_rows=2)
         self.window.show(annotated)
         return annotated
 
@@ -717,8 +719,9 @@ class WindowSession:
                 self.on_key(key, end)
             elif not end and time.monotonic() >= due:
                 return True
-            elif end and time.monotonic() > self.status_until:
-                self.redraw()     # the status line times out
+            elif end and 0 < self.status_until < time.monotonic():
+                self.status_until = 0
+                self.redraw()     # once: the stale status gives way to the hint
         return False
 
     def on_key(self, key: int, end: bool = False) -> None:
@@ -818,16 +821,17 @@ def run_window(demo: Demo, source: Source, out: Path | None = None, log: Path | 
     recorder = Recorder(log)
     video = VideoOut(out, source.rate or 15.0) if out else None
     session = WindowSession(demo, window, recorder, video)
-    start = time.monotonic()
+    start = None        # when frame time 0 was (or would have been) shown
     try:
         for t, rgb in source:
             session.show_frame(rgb, demo.process(rgb, t))
+            start = time.monotonic() - t if start is None else start
             due = start + session.paused + (t if source.rate else 0.0)
             if not session.wait_until(due):
                 break
         else:
-            session.status, session.status_until = (
-                "end: e/d/a still work; any other key quits", time.monotonic() + 1e9)
+            session.hint = "last frame held: e enroll  a adapt  d delete, any other key quits"
+            session.status_until = 0
             session.redraw()
             session.wait_until(0.0, end=True)
     finally:

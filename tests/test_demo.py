@@ -4,6 +4,7 @@ annotated video, the snapshot and the camera path's missing-GUI error are checke
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -151,6 +152,20 @@ def test_window_without_a_display_is_found_before_qt_aborts(environ, message):
     with pytest.raises(UserError, match=message) as error:
         check_display(environ)
     assert "--headless" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract unix sockets: Linux")
+def test_a_listening_display_passes_the_check():
+    """Something listening where DISPLAY=:4243 points (Linux's abstract X socket name)."""
+    import socket
+
+    from lafs_edge.apps.demo import check_display
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind("\0/tmp/.X11-unix/X4243")
+        server.listen(1)
+        check_display({"DISPLAY": ":4243"})
+        check_display({"DISPLAY": "unix:4243.0"})
 
 
 def test_gui_build_is_read_from_the_build_information():

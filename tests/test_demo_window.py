@@ -54,8 +54,11 @@ def display(gui_env):
         pytest.skip(f"window test needs {', '.join(missing)} (apt-get install xvfb openbox "
                     "wmctrl xdotool; .ci/run does when it may)")
     read, write = os.pipe()
+    # No key repeat: on a loaded machine a typed key's release can reach the server after the
+    # repeat delay and type the letter twice (seen here at load 8 on 2 cores).
     server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24",
-                               "-nolisten", "tcp"], pass_fds=[write], stderr=subprocess.DEVNULL)
+                               "-nolisten", "tcp", "-ardelay", "60000", "-arinterval", "60000"],
+                              pass_fds=[write], stderr=subprocess.DEVNULL)
     os.close(write)
     with os.fdopen(read) as number:     # Xvfb writes its display number once it is ready
         env = {**gui_env, "DISPLAY": f":{number.readline().strip()}"}
@@ -126,7 +129,7 @@ def _window(env: dict, process: subprocess.Popen) -> str:
         found = subprocess.run(["xdotool", "search", "--name", "^lafs-edge demo$"], env=env,
                                capture_output=True, text=True).stdout.split()
         return found[0] if found else None
-    return _wait_for(find, 120, "the demo window")   # the model loads first
+    return _wait_for(find, 300, "the demo window")   # the model loads first
 
 
 def _keys(env: dict, *keys: str) -> None:
@@ -149,25 +152,41 @@ def _type(env: dict, text: str) -> None:
 
 def _action(log: Path, count: int) -> str:
     actions = lambda: [e["message"] for e in _events(log) if e["event"] == "action"]
-    return _wait_for(lambda: len(actions()) >= count and actions(), 60, f"action {count}")[-1]
+    return _wait_for(lambda: len(actions()) >= count and actions(), 180, f"action {count}")[-1]
 
 
-def _finish(process: subprocess.Popen, seconds: float = 30) -> tuple[int, str, str]:
+def _finish(process: subprocess.Popen, seconds: float = 120) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=seconds)
     return process.returncode, out, err
 
 
-def test_window_keys_then_q(display, setup):
+@pytest.fixture
+def demo_process():
+    """Starts the demo (see _demo) and makes sure it does not outlive a failed test: a window
+    left open would be found by the next test."""
+    started = []
+
+    def start(env: dict, setup: dict, log: Path, *extra: str) -> subprocess.Popen:
+        started.append(_demo(env, setup, log, *extra))
+        return started[-1]
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_window_keys_then_q(display, setup, demo_process):
     """Plays the clip at its rate, holds the last frame; e + "Carol X" typed with Shift enrolls
     Carol X; e + Esc cancels; d (pre-filled with the face's name) + Enter deletes her; q quits
     with exit 0, the summary printed and logged, no Qt warnings."""
     log = setup["folder"] / "keys.jsonl"
-    process = _demo(display, setup, log)
+    process = demo_process(display, setup, log)
     window = _window(display, process)
+    _wait_for(lambda: sum(e["event"] == "frame" for e in _events(log)) == setup["frames"], 300,
+              "the clip to play")
     width, height = _geometry(display, window)
     assert width == FRAME[0] and height > FRAME[1]        # a plain window: no toolbar
-    _wait_for(lambda: sum(e["event"] == "frame" for e in _events(log)) == setup["frames"], 60,
-              "the clip to play")
     subprocess.run(["xdotool", "windowactivate", "--sync", window], env=display, check=True)
     _keys(display, "e")
     _type(display, "Carol X")
@@ -180,7 +199,7 @@ def test_window_keys_then_q(display, setup):
     _keys(display, "q")
     code, out, err = _finish(process)
     assert code == 0, err
-    assert err == "", err                                   # no Qt / OpenCV noise
+    assert not _noise(err), err
     assert f"{setup['frames']} frames" in out and "faces named: unknown x" in out
     events = _events(log)
     frames = [e for e in events if e["event"] == "frame"]
@@ -189,16 +208,16 @@ def test_window_keys_then_q(display, setup):
     assert _people(setup) == ["bob"]
 
 
-def test_window_close_button_ends_the_demo(display, setup):
-    """The window manager's close action while the clip plays (at 2 FPS: 6 s): exit 0, the log
-    closed with its summary, and no window left."""
+def test_window_close_button_ends_the_demo(display, setup, demo_process):
+    """The window manager's close action while the clip plays (at 1 FPS: 12 s): exit 0, the
+    log closed with its summary."""
     log = setup["folder"] / "close.jsonl"
-    process = _demo(display, setup, log, "--fps", "2")
-    _window(display, process)
-    _wait_for(lambda: any(e["event"] == "frame" for e in _events(log)), 60, "a first frame")
-    subprocess.run(["wmctrl", "-c", "lafs-edge demo"], env=display, check=True)
-    code, out, err = _finish(process, 20)
-    assert code == 0 and err == "", err
+    process = demo_process(display, setup, log, "--fps", "1")
+    window = _window(display, process)
+    _wait_for(lambda: any(e["event"] == "frame" for e in _events(log)), 300, "a first frame")
+    subprocess.run(["wmctrl", "-i", "-c", window], env=display, check=True)
+    code, out, err = _finish(process)
+    assert code == 0 and not _noise(err), err
     events = _events(log)
     assert events[-1]["event"] == "summary" and events[-1]["frames"] < setup["frames"]
     assert _people(setup) == ["bob"]
@@ -209,7 +228,7 @@ def test_window_camera_missing_is_one_line(display, setup):
     process = subprocess.run(
         [sys.executable, "-m", "lafs_edge.cli", "demo", "--camera", "9", "--model",
          str(setup["folder"] / "no-model"), "--gallery", str(setup["gallery"])],
-        env=display, capture_output=True, text=True, timeout=60)
+        env=display, capture_output=True, text=True, timeout=300)
     assert process.returncode == 2 and process.stdout == ""
     assert process.stderr.splitlines() == [
         "error: cannot open camera 9 (is a camera connected, and is this its index?)"]
@@ -224,10 +243,16 @@ def test_window_without_display_is_one_line(gui_env, display_value, tmp_path):
     process = subprocess.run(
         [sys.executable, "-m", "lafs_edge.cli", "demo", "--camera", "0", "--model",
          str(tmp_path / "no-model"), "--gallery", str(tmp_path / "g.db")],
-        env=env, capture_output=True, text=True, timeout=60)
+        env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode == 2, process.stderr
     lines = process.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "display" in lines[0]
+
+
+def _noise(stderr: str) -> list[str]:
+    """Qt's and OpenCV's warnings (font directory, camera probing) and tracebacks."""
+    return [line for line in stderr.splitlines()
+            if any(word in line for word in ("QFont", "qt.", "WARN", "Traceback", "error"))]
 
 
 def _geometry(env: dict, window: str) -> tuple[int, int]:
