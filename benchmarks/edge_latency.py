@@ -52,7 +52,7 @@ def export_students(names, pretrained: bool, calib: str, calib_count: int, work:
             from lafs_edge.models.pretrained import weights_file
 
             source = str(weights_file(name))
-        found[name] = {}
+        found[name] = {"source": source}
         for precision in ("fp32", "int8"):
             folder = work / f"{name}-openvino-{precision}"
             if not (reuse and (folder / "model.xml").is_file()):
@@ -64,6 +64,38 @@ def export_students(names, pretrained: bool, calib: str, calib_count: int, work:
                       file=sys.stderr, flush=True)
             found[name][precision] = folder / "model.xml"
     return found
+
+
+def previous_sampler_ir(source: Path, work: Path) -> Path:
+    """The fp32 IR of the same part fViT with the sampler's previous export form (matmul blend),
+    for the sampler-share comparison."""
+    import openvino as ov
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from previous_sampler import previous_gather
+
+    from lafs_edge.convert.export import ExportModel, fuse_batchnorm
+    from lafs_edge.convert.openvino import quiet, to_openvino
+    from lafs_edge.models import sampler
+
+    path = work / "part_fvit_tiny-previous-sampler" / "model.xml"
+    model = _source_model(source)
+    current = sampler._sample_gather
+    sampler._sample_gather = previous_gather
+    try:
+        with quiet():
+            ov_model = to_openvino(ExportModel(fuse_batchnorm(model)), model.image_size)
+    finally:
+        sampler._sample_gather = current
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, str(path))
+    return path
+
+
+def _source_model(source: str):
+    from lafs_edge.convert.export import load_source
+
+    return load_source(source)[0]
 
 
 def compile_variant(core, path: Path, setting: str, threads: int, profile: bool = False):
@@ -178,8 +210,8 @@ def main() -> int:
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 112, 112)).astype(np.float32)
     paths = {("peer", "fp32"): args.peer}
     for name, by_precision in irs.items():
-        for precision, path in by_precision.items():
-            paths[(name, precision)] = path
+        for precision in ("fp32", "int8"):
+            paths[(name, precision)] = by_precision[precision]
     compiled, requests, rows = {}, {}, []
     for (model, precision), path in paths.items():
         for setting in SETTINGS:
@@ -202,9 +234,21 @@ def main() -> int:
         for setting in SETTINGS:
             profiles[f"{model} {precision} @{setting}"] = layer_profile(
                 compile_variant(core, path, setting, args.threads, profile=True), x)
+    if "part_fvit_tiny" in irs:  # the sampler's share before and after, same weights
+        previous = previous_sampler_ir(irs["part_fvit_tiny"]["source"], args.work)
+        for setting in SETTINGS:
+            profiles[f"part_fvit_tiny fp32, previous sampler @{setting}"] = layer_profile(
+                compile_variant(core, previous, setting, args.threads, profile=True), x)
+    graphs = {}
+    for (model, precision), path in paths.items():
+        counts: dict[str, int] = defaultdict(int)
+        for op in core.read_model(str(path)).get_ops():
+            if op.get_type_name() not in ("Constant", "Parameter", "Result"):
+                counts[op.get_type_name()] += 1
+        graphs[f"{model} {precision}"] = dict(sorted(counts.items(), key=lambda kv: -kv[1]))
     result = {"machine": machine(), "openvino": ov.__version__, "threads": args.threads,
               "batch": 1, "runs": args.runs, "rounds": args.rounds, "pretrained": args.pretrained,
-              "rows": rows, "profiles": profiles}
+              "rows": rows, "profiles": profiles, "graph_ops": graphs}
     text = markdown(result)
     print(text, end="")
     if args.out:
@@ -240,6 +284,9 @@ def markdown(result: dict) -> str:
                      f"{share('transformer blocks')} | {share('CNN')} | "
                      f"{prec.get('int8', 0):.0f} / {prec.get('f32', 0):.0f} / {prec.get('bf16', 0):.0f} | "
                      f"{glue} ({glue_us:.0f}) |")
+    lines += ["", "Ops in each IR as read (before the CPU plugin fuses them):", ""]
+    for key, counts in result.get("graph_ops", {}).items():
+        lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines) + "\n"
 
 

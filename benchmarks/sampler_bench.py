@@ -14,12 +14,17 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from lafs_edge.models import sample_patches, sample_patches_reference
 from lafs_edge.models.sampler import _sample_gather
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from previous_sampler import previous_gather  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -69,6 +74,7 @@ def main() -> None:
         "batched grid_sample": lambda im, pt: sample_patches(im, pt, s, "grid_sample"),
         "default `gather` (as called)": lambda im, pt: sample_patches(im, pt, s, "gather"),
         "gather, export form (in exported graphs)": lambda im, pt: _sample_gather(im, pt, s, fast=False),
+        "previous gather (matmul blend, before issue 16)": lambda im, pt: previous_gather(im, pt, s),
     }
     reference = methods["reference loop (196 grid_sample calls)"](images, points)
     rows = []
@@ -109,7 +115,14 @@ def main() -> None:
             json.dump({"rows": rows, "bandwidth_gbs": bandwidth, "floor_ms": floor_ms,
                        "floor_bytes": floor_bytes, "threads": torch.get_num_threads(),
                        "default_vs_loop": base["forward_ms"] / default["forward_ms"],
-                       "default_vs_floor": default["forward_ms"] / floor_ms}, f, indent=2)
+                       "default_vs_floor": default["forward_ms"] / floor_ms,
+                       "machine": _machine()}, f, indent=2)
+
+
+def _machine() -> str:
+    from lafs_edge.convert.bench import machine
+
+    return machine()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""ONNX through torch.onnx (the dynamo exporter), with a dynamic batch dimension."""
+"""ONNX through torch.onnx (the dynamo exporter), with a dynamic batch dimension. BatchNorm is
+folded into the convolutions before export (lossless in eval mode), so the graph has the
+Conv-activation chain of a deployed MobileFaceNet rather than Conv-BatchNormalization pairs
+that each runtime must fold again (or, in some, runs as separate ops)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import Converted, ExportModel
+from .export import Converted, ExportModel, fuse_batchnorm
 
 OPSET = 18
 
 
 def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarray | None,
            float_groups: list[str]) -> Converted:
-    wrapped = ExportModel(model, "NCHW")
+    wrapped = ExportModel(fuse_batchnorm(model), "NCHW")
     path = folder / "model.onnx"
     export_onnx(wrapped, path)
     size = model.image_size

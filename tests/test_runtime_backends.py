@@ -135,4 +135,17 @@ def test_bench_cli_writes_markdown_and_json(exported, tmp_path, capsys):
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert len(rows) == 1 and rows[0]["runs"] == 3 and rows[0]["median_ms"] > 0
     assert rows[0]["gflops"] > 0 and rows[0]["speedup_vs_pytorch"] > 0
-    assert "| part_fvit_tiny-onnx-fp32 | 1 | 1 |" in out.with_suffix(".md").read_text()
+    assert rows[0]["executes_in"] == "f32"
+    assert "| part_fvit_tiny-onnx-fp32 | f32 | 1 | 1 |" in out.with_suffix(".md").read_text()
+
+
+def test_execution_precision_is_read_from_the_loaded_runtime(exported, tmp_path):
+    """bench reports what the runtime computes in: the LiteRT interpreter's layer inputs, and
+    OpenVINO's compiled model (the runtime asks for f32, so "fp32" does not silently run bf16)."""
+    from lafs_edge.convert.bench import execution_precision, summarize_precisions
+
+    assert execution_precision(open_runtime(exported["tflite"], threads=1)) == "f32"
+    (folder, _), = export_models("part_fvit_tiny", ["openvino"], "fp32", tmp_path, overrides=TINY)
+    assert execution_precision(open_runtime(folder, threads=1)) == "f32"
+    assert summarize_precisions({"int8": 48, "f32": 2}) == "int8 48/50 + f32 2/50"
+    assert summarize_precisions({}) == "unknown"

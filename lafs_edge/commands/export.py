@@ -14,7 +14,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, metavar="|".join(TARGET_CHOICES),
                         help="one target, several joined by commas (openvino,tflite), or all = "
                         "onnx, openvino, tflite and coreml (those exporting --precision)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                        help="fp32 (default), fp16 or int8 (needs --calib). Which one is fastest "
+                        "depends on the CPU: OpenVINO runs float layers in bf16 on CPUs with "
+                        "AVX512-BF16/AMX unless asked for f32 (lafs-edge's runtime asks for f32), "
+                        "and int8 keeps some layers float; docs/benchmarks.md has the measurement "
+                        "per student, and each export prints what its runtime executes in")
     parser.add_argument("--calib", help="aligned faces for int8 calibration (a folder with "
                         "landmarks.txt is aligned first); required for int8")
     parser.add_argument("--calib-count", type=int, default=128, help="calibration faces used")
@@ -56,8 +61,22 @@ def run(args: argparse.Namespace) -> int:
         elif "numeric" in parity:
             figure = " (program checked; numeric parity needs macOS)"
         threshold = f" threshold {manifest.threshold:.4f}" if manifest.threshold is not None else ""
-        print(f"wrote {folder}{figure}{threshold}")
+        print(f"wrote {folder}{figure}{threshold}{executes_in(folder, manifest)}")
     return 0
+
+
+def executes_in(folder, manifest) -> str:
+    """", executes in int8 48/50 + f32 2/50": what the runtime will compute in, read from the
+    loaded runtime (OpenVINO and LiteRT; other targets run as their precision says)."""
+    if manifest.target not in ("openvino", "tflite"):
+        return ""
+    from ..convert.bench import execution_precision
+    from ..runtime.backends import open_runtime
+
+    try:
+        return f", executes in {execution_precision(open_runtime(folder, threads=1))}"
+    except Exception as error:  # a report line must never fail an export that succeeded
+        return f", executes in: unknown ({type(error).__name__})"
 
 
 def parse_overrides(items: list[str]) -> dict:
