@@ -270,6 +270,7 @@ def _torch_version() -> str:
 
 
 def main() -> int:
+    global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", action="store_true", help="benchmark the shipped students")
     parser.add_argument("--reuse", action="store_true", help="reuse IRs already in runs/edge_latency")
@@ -277,13 +278,18 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=WORK, help="where the exported IRs go")
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke test of the "
                         "scripts, not figures to publish")
+    parser.add_argument("--results", type=Path, default=None, help="raw outputs folder "
+                        "(default benchmarks/results)")
+    parser.add_argument("--page", type=Path, default=PAGE, help="the page to write")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
+    if args.results is not None:
+        RESULTS = args.results.resolve()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if not args.render_only:
         measure(args.pretrained, args.reuse, args.frames, args.work, args.quick)
-    PAGE.write_text(render())
-    print(f"wrote {PAGE.relative_to(ROOT)}")
+    args.page.write_text(render())
+    print(f"wrote {args.page}")
     return 0
 
 
