@@ -704,7 +704,8 @@ class WindowSession:
         rate = self.recorder.meter.rate()     # none yet after a single frame
         annotated = draw(self.rgb, self.result, line,
                          f"display {rate:.1f} FPS" if rate else "display -- FPS", status_rows=2)
-        self.window.show(annotated)
+        if not self.quitting:       # showing a closed window would open it again (Qt)
+            self.window.show(annotated)
         return annotated
 
     def wait_until(self, due: float, end: bool = False) -> bool:
@@ -745,11 +746,10 @@ class WindowSession:
         self.paused += time.monotonic() - started
 
     def _enroll(self, text: str) -> None:
-        typed = self._ask(Prompt("enroll", text))
-        if typed is None:
-            return self._say("enroll cancelled")
+        name = self._ask_name("enroll", text)
+        if name is None:
+            return
         try:
-            name = self.demo.resolve(typed)
             shot = self.demo.face_shot(self.rgb, self.result)
         except UserError as e:
             return self._say(f"error: {e}")
@@ -762,38 +762,49 @@ class WindowSession:
         self._act(f"enrolling {name}...", self.demo.enroll, name, shot)
 
     def _delete(self, text: str) -> None:
-        typed = self._ask(Prompt("delete", text))
+        name = self._ask_name("delete", text)
+        if name is not None:
+            self._act(f"deleting {name}...", self.demo.delete, name)
+
+    def _ask_name(self, action: str, text: str) -> str | None:
+        """The name typed, in the gallery's spelling; None, said on screen, when cancelled or
+        not a valid name."""
+        typed = self._ask(Prompt(action, text))
         if typed is None:
-            return self._say("delete cancelled")
+            self._say(f"{action} cancelled")
+            return None
         try:
-            name = self.demo.resolve(typed)
+            return self.demo.resolve(typed)
         except UserError as e:
-            return self._say(f"error: {e}")
-        self._act(f"deleting {name}...", self.demo.delete, name)
+            self._say(f"error: {e}")
+            return None
 
     def _ask(self, prompt: Prompt) -> str | None:
-        """The typed text, or None when cancelled (Esc, quit or the window closed)."""
+        """The typed text, or None when cancelled (Esc, or the window closed)."""
         while True:
-            self.redraw(prompt.line())
-            key = self.window.key(50)
-            if self.window.closed():
-                self.quitting = True
-                return None
-            outcome = None if key is None else prompt.feed(key)
+            key = self._next_key(prompt.line())
+            outcome = "cancel" if key is None else prompt.feed(key)
             if outcome == "enter":
                 return prompt.text
             if outcome == "cancel":
                 return None
 
     def _confirm(self, question: str) -> bool:
+        key = self._next_key(question)
+        while key in MODIFIERS:
+            key = self._next_key(question)
+        return key in (ord("y"), ord("Y"))
+
+    def _next_key(self, line: str) -> int | None:
+        """Show `line` and wait for a key; None once the window is closed (the run ends)."""
+        self.redraw(line)
         while True:
-            self.redraw(question)
             key = self.window.key(50)
             if self.window.closed():
                 self.quitting = True
-                return False
-            if key is not None and key not in MODIFIERS:
-                return key in (ord("y"), ord("Y"))
+                return None
+            if key is not None:
+                return key
 
     def _act(self, busy: str, action, *args) -> None:
         """Run a gallery action with a message on screen first (it can take a second or two),

@@ -273,10 +273,11 @@ class ScriptedWindow:
 
     def __init__(self, keys, then=None):
         self.keys, self.then = list(keys), then
-        self.is_closed, self.shown = False, 0
+        self.is_closed, self.shown, self.shown_closed = False, 0, 0
 
     def show(self, bgr):
         self.shown += 1
+        self.shown_closed += self.is_closed     # Qt would open the window again
 
     def key(self, wait_ms):
         key = self.keys.pop(0) if self.keys else self.then
@@ -397,3 +398,16 @@ def test_window_single_image_waits_for_a_key(window_demo, tmp_path):
     window = ScriptedWindow([None] * 40, then=ord(" "))
     summary = run_window(demo, Source(frames / "00.png"), window=window)
     assert summary["frames"] == 1 and window.keys == []     # all 40 waits happened first
+
+
+def test_window_closed_while_typing_ends_the_run_without_reopening(window_demo, tmp_path):
+    from lafs_edge.apps.demo import Source, run_window
+
+    demo, frames = window_demo
+    window = ScriptedWindow([ord("e"), ord("a"), "close"])
+    log = tmp_path / "e.jsonl"
+    summary = run_window(demo, Source(frames, fps=200), log=log, window=window)
+    assert window.shown_closed == 0 and summary["frames"] == 1
+    assert [e["message"] for e in map(json.loads, log.read_text().splitlines())
+            if e["event"] == "action"] == ["enroll cancelled"]
+    assert [p.name for p in demo.gallery.people()] == ["bob"]
