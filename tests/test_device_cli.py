@@ -146,3 +146,103 @@ def test_fetch_models_command(cli, mediapipe_models):
     code, out, _ = cli("fetch-models")
     paths = out.strip().splitlines()
     assert code == 0 and len(paths) == 3 and all(os.path.isfile(p) for p in paths)
+
+
+# --- issue 14 ---------------------------------------------------------------------------------
+
+def _artifact_copy(source, folder, **changes):
+    """A copy of an artifact's manifest (its files stay where they are) with some fields set."""
+    import json
+
+    folder.mkdir()
+    data = json.loads((source / "manifest.json").read_text())
+    data.update(changes)
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return folder
+
+
+@pytest.mark.parametrize("field", ["model_sha256", "weights_sha256"])
+def test_a_blank_model_hash_is_refused(cli, retail_0095, orl, tmp_path, field):
+    """A blank hash turned the integrity check off (and made two models share a fingerprint)."""
+    from lafs_edge.errors import UserError
+    from lafs_edge.runtime.embedder import Embedder
+
+    folder = _artifact_copy(retail_0095["FP16"], tmp_path / "blank", **{field: ""})
+    with pytest.raises(UserError, match=f"{field} must be the sha256"):
+        Embedder.from_artifact(folder)
+    code, _, err = cli("enroll", "zed", orl(1, 7), "--model", folder, "--gallery", tmp_path / "g.db")
+    assert_one_error_line(code, err, field)
+    assert not (tmp_path / "g.db").exists()
+
+
+def test_the_fingerprint_comes_from_the_model_files(retail_0095, tmp_path):
+    """INT8 files behind a manifest that claims the FP16 hashes get the INT8 fingerprint."""
+    import json
+
+    from lafs_edge.runtime.backends import open_runtime
+    from lafs_edge.runtime.embedder import Embedder
+
+    fp16 = json.loads((retail_0095["FP16"] / "manifest.json").read_text())
+    liar = _artifact_copy(retail_0095["FP16-INT8"], tmp_path / "liar",
+                          model_sha256=fp16["model_sha256"], weights_sha256=fp16["weights_sha256"])
+    claimed = Embedder(open_runtime(liar, verify_sha256=False)).fingerprint
+    assert claimed == Embedder.from_artifact(retail_0095["FP16-INT8"]).fingerprint
+    assert claimed != Embedder.from_artifact(retail_0095["FP16"]).fingerprint
+
+
+def test_a_manifest_threshold_that_is_a_string_is_one_line(cli, retail_0095, orl, tmp_path):
+    folder = _artifact_copy(retail_0095["FP16"], tmp_path / "text", threshold="0.43")
+    code, _, err = cli("enroll", "zed", orl(1, 7), "--model", folder, "--gallery", tmp_path / "g.db")
+    assert_one_error_line(code, err, "manifest threshold must be a cosine in [-1, 1]", "'0.43'")
+
+
+def test_identify_streams_one_photo_at_a_time(cli, enrolled, retail_0095, shared_data, tmp_path,
+                                              monkeypatch, capsys):
+    """All photos were decoded before the first result (1.07 GB for 80 large photos): now each
+    result is printed before the next photo is read, and peak memory does not grow with the
+    number of photos."""
+    import shutil
+    import tracemalloc
+
+    import lafs_edge.image
+
+    photos = []
+    for number in range(4):
+        photos.append(tmp_path / f"group{number}.jpg")
+        shutil.copy(shared_data / "photos" / "sample2.jpg", photos[-1])
+    read_image, printed, lines_before_read = lafs_edge.image.read_image, [], []
+
+    def reading(path):
+        printed.append(capsys.readouterr().out)
+        lines_before_read.append(sum(text.count("\n") for text in printed))
+        return read_image(path)
+
+    monkeypatch.setattr(lafs_edge.image, "read_image", reading)
+    arguments = ["--model", retail_0095["FP16"], "--gallery", enrolled]
+    peaks = {}
+    for count in (1, 4):
+        lines_before_read.clear()
+        tracemalloc.start()
+        code = main(["identify", *map(str, photos[:count]), *map(str, arguments)])
+        peaks[count] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert code == 0
+        assert lines_before_read == [0] + [3 * n for n in range(1, count)], lines_before_read
+        printed.clear()
+        capsys.readouterr()
+    photo_bytes = read_image(photos[0]).nbytes
+    assert peaks[4] - peaks[1] < photo_bytes, (peaks, photo_bytes)
+
+
+def test_enrolling_another_face_under_a_taken_name_is_refused(cli, enrolled, orl, retail_0095):
+    before = snapshot(enrolled)
+    fp16 = retail_0095["FP16"]
+    code, _, err = cli("enroll", "alice", orl(7, 1), "--model", fp16, "--gallery", enrolled)
+    assert_one_error_line(code, err, "'alice' is already enrolled", "--allow-mismatch")
+    assert snapshot(enrolled) == before
+    code, out, _ = cli("enroll", "alice", orl(1, 5), "--model", fp16, "--gallery", enrolled)
+    assert code == 0 and "enrolled alice: 1 shot(s) added, 4 in total" in out   # same person
+    code, out, err = cli("enroll", "alice", orl(7, 1), "--model", fp16, "--gallery", enrolled,
+                         "--allow-mismatch")
+    assert code == 0 and "enrolled alice" in out
+    assert err.startswith("warning: 'alice' is already enrolled") and len(err.splitlines()) == 1

@@ -262,7 +262,7 @@ def cli_without_root_powers(*args) -> subprocess.CompletedProcess:
             pytest.skip("running as root without setpriv: file permissions cannot be tested")
         prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
     return subprocess.run([*prefix, sys.executable, "-m", "lafs_edge.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture()

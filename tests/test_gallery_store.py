@@ -201,7 +201,7 @@ def test_concurrent_readers_and_one_writer(tmp_path):
         gallery.enroll("seed", [Shot(unit(0))], MODEL_A)
     writer = _writer(tmp_path, path, "people", 150)
     seen, errors = set(), []
-    deadline = time.time() + 60
+    deadline = time.time() + 600   # generous: a loaded machine starts Python slowly
     with Gallery(path, timeout=10) as reader:
         while writer.poll() is None and time.time() < deadline:
             try:
@@ -210,7 +210,7 @@ def test_concurrent_readers_and_one_writer(tmp_path):
                 seen.add(len(reader.people()))
             except Exception as e:  # noqa: BLE001 - any failure of a reader is the bug
                 errors.append(repr(e))
-    assert writer.wait(timeout=60) == 0 and not errors
+    assert writer.wait(timeout=600) == 0 and not errors
     assert len(seen) > 1   # the reader saw the gallery grow while the writer ran
     with Gallery(path) as gallery:
         assert len(gallery.people()) == 151 and gallery.integrity_check() == "ok"

@@ -64,3 +64,48 @@ def test_cli_reports_a_bad_key_in_one_line(capsys):
     assert main(["train", "supervised", "optim.lrr=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: command line: unknown config key 'optim.lrr' (did you mean optim.lr?)"]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("optim.batch_size=-4", "optim.batch_size = -4 is out of range: must be in [1, inf)"),
+    ("optim.batch_size=0", "optim.batch_size = 0 is out of range"),
+    ("optim.lr=.nan", "optim.lr = nan is out of range: must be in (0, inf)"),
+    ("optim.lr=-1e-3", "optim.lr = -0.001 is out of range"),
+    ("optim.accumulate=0", "optim.accumulate = 0"),
+    ("augment.flip=1.5", "augment.flip = 1.5 is out of range: must be in [0, 1]"),
+    ("optim.betas=[0.9, 1.0]", "optim.betas = [0.9, 1.0] is out of range: must be each in [0, 1)"),
+    ("augment.crop_scale=[0.9, 0.5]", "must be a [low, high] pair with low <= high"),
+    ("train.log_every=0", "train.log_every = 0"),
+    ("data.num_workers=-1", "data.num_workers = -1"),
+    ("head.margin=.inf", "head.margin = inf is out of range"),
+])
+def test_numeric_settings_out_of_range_fail_at_load(override, fragment):
+    """Issue 14: batch_size -4 hung at step 0 and 0 divided by zero, long after the start."""
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        load_config("supervised", [], [override])
+
+
+def test_out_of_range_values_in_a_file_are_refused_too(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim: {batch_size: 0}\n")
+    with pytest.raises(UserError, match=re.escape("optim.batch_size = 0 is out of range")):
+        load_config("supervised", [path])
+
+
+def test_every_numeric_setting_of_every_stage_has_a_range():
+    from lafs_edge.train.config import RANGES, check_ranges, flatten
+
+    for stage in ("supervised", "pretrain", "finetune", "distill"):
+        cfg = load_config(stage, [f"{stage}_smoke"])
+        check_ranges(cfg)
+        for name, value in flatten(load_config(stage)):
+            values = value if isinstance(value, list) else [value]
+            if values and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                              for v in values):
+                assert name in RANGES, f"{stage}: {name} has no range"
+
+
+def test_cli_reports_an_out_of_range_setting_in_one_line(capsys):
+    assert main(["train", "supervised", "optim.batch_size=-4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: config: optim.batch_size = -4 is out of range: must be in [1, inf)"]

@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import UserError
 from .adapt import choose_people, drop_adapters, load_adapter
 from .files import (check_export_target, check_writable, create_gallery_file, explain,
-                    read_only_uri, sqlite_errors)
+                    read_only_uri, remove_stale_temporaries, sqlite_errors)
 from .names import check_name
 from .transfer import ExportFile, read_export, shot_record, write_export
 
@@ -127,6 +127,7 @@ class Gallery:
             return probe
         probe.close()
         check_writable(self.path)
+        remove_stale_temporaries(self.path)   # a creation killed between link and unlink
         db = self._connect(str(self.path))
         with sqlite_errors(self.path, self.timeout):
             db.execute("PRAGMA journal_mode = WAL")
