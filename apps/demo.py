@@ -426,6 +426,10 @@ class RateMeter:
         elapsed = self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
         return (len(self.times) - 1) / elapsed if elapsed > 0 else 0.0
 
+    def text(self, prefix: str = "") -> str:
+        rate = self.rate()
+        return f"{prefix}{rate:.1f} FPS" if rate else f"{prefix}-- FPS"   # none after 1 frame
+
     def average(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
@@ -528,7 +532,7 @@ def run_headless(demo: Demo, source: Source, out: Path | None, log: Path | None,
             result = demo.process(rgb, t)
             recorder.frame(result)
             if video or snapshot:
-                annotated = draw(rgb, result, rate=f"{recorder.meter.rate():.1f} FPS")
+                annotated = draw(rgb, result, rate=recorder.meter.text())
                 if video:
                     video.write(annotated)
                 known = sum(f.name is not None for f in result.faces)
@@ -701,16 +705,16 @@ class WindowSession:
     def redraw(self, line: str | None = None) -> np.ndarray:
         if line is None:
             line = self.status if time.monotonic() < self.status_until else self.hint
-        rate = self.recorder.meter.rate()     # none yet after a single frame
-        annotated = draw(self.rgb, self.result, line,
-                         f"display {rate:.1f} FPS" if rate else "display -- FPS", status_rows=2)
+        annotated = draw(self.rgb, self.result, line, self.recorder.meter.text("display "),
+                         status_rows=2)
         if not self.quitting:       # showing a closed window would open it again (Qt)
             self.window.show(annotated)
         return annotated
 
     def wait_until(self, due: float, end: bool = False) -> bool:
         """Handle keys until the monotonic time `due` (forever when `end`: the last frame stays
-        until a key that is not a command); False once the user quits."""
+        until a key that is not a command); False once the user quits. A held key (repeating)
+        does not stop the playback."""
         while not self.quitting:
             left = max(0.0, due - time.monotonic()) * 1e3
             key = self.window.key(50 if end else min(left, 50))
@@ -718,9 +722,9 @@ class WindowSession:
                 self.quitting = True
             elif key is not None:
                 self.on_key(key, end)
-            elif not end and time.monotonic() >= due:
+            if not end and not self.quitting and time.monotonic() >= due:
                 return True
-            elif end and 0 < self.status_until < time.monotonic():
+            if end and 0 < self.status_until < time.monotonic():
                 self.status_until = 0
                 self.redraw()     # once: the stale status gives way to the hint
         return False

@@ -230,9 +230,12 @@ def test_rate_meter_counts_frames_shown_and_skips_pauses():
     from lafs_edge.apps.demo import RateMeter
 
     meter = RateMeter(span=2.0)
+    meter.tick(99.0)
+    assert meter.text("display ") == "display -- FPS"      # one frame: no rate to show yet
+    meter.pause()
     for number in range(11):
         meter.tick(100 + number * 0.1)
-    assert meter.rate() == pytest.approx(10.0)
+    assert meter.rate() == pytest.approx(10.0) and meter.text() == "10.0 FPS"
     meter.pause()                               # a name typed for 30 s
     for number in range(3):
         meter.tick(131 + number * 0.2)
