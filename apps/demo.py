@@ -839,11 +839,13 @@ def run_window(demo: Demo, source: Source, out: Path | None = None, log: Path | 
     start = None        # when frame time 0 was (or would have been) shown
     try:
         for t, rgb in source:
-            session.show_frame(rgb, demo.process(rgb, t))
+            result = demo.process(rgb, t)
             start = time.monotonic() - t if start is None else start
             due = start + session.paused + (t if source.rate else 0.0)
-            if not session.wait_until(due):
+            # the frame on screen stays (its keys handled) until this one is due
+            if session.result is not None and not session.wait_until(due):
                 break
+            session.show_frame(rgb, result)
         else:
             session.hint = "last frame held: e enroll  a adapt  d delete, any other key quits"
             session.status_until = 0

@@ -363,7 +363,7 @@ def test_window_keys_enroll_with_capitals_confirm_cancel_delete_close(window_dem
     assert "delete name: Carol X_  (Enter: ok, Esc: cancel)" in statuses   # pre-filled
     assert [p.name for p in demo.gallery.people()] == ["bob"]
     assert events[-1]["event"] == "summary" and events[-1] == {"event": "summary", **summary}
-    assert summary["frames"] == 1        # everything happened on the first frame, then closed
+    assert 1 <= summary["frames"] <= 6   # keys are handled while the frames keep coming
 
 
 def test_window_confirmation_y_adds_to_the_existing_person(window_demo, tmp_path):
