@@ -4,7 +4,8 @@
 
 Each trial copies one baseline gallery into a fresh folder, runs one operation in a child process
 forked from this one (which has imported everything, so the child starts working at once), kills
-it with SIGKILL at a moment drawn uniformly over the operation's unkilled duration, then checks:
+it with SIGKILL at a moment drawn uniformly over the operation's duration (measured unkilled,
+then the last trial of it that finished before its kill moment), then checks:
 - corrupt: the gallery does not open, or `PRAGMA integrity_check` / `foreign_key_check` fails;
 - half-done: its content (people, their shots, every vector) is neither the state before the
   operation nor the state after it (measured once, unkilled); for an export, the gallery changed
@@ -194,17 +195,31 @@ def deleted_secrets(baseline: Path) -> list[bytes]:
     return [v.tobytes() for v in vectors] + [DELETED.encode()]
 
 
+def kill_at(pid: int, delay: float) -> float | None:
+    """SIGKILL the child `delay` seconds from now unless it exits first; returns how long it
+    took when it did (None when it was killed)."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < delay:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return time.perf_counter() - began
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    wait(pid)
+    return None
+
+
 def trial(number: int, operation: str, baseline: Path, work: Path, plan: dict,
           rng: random.Random, shots: int) -> dict:
+    """One kill; the operation's expected duration follows the runs that finished first (on a
+    loaded machine the unkilled measurement drifts)."""
     folder = fresh_copy(baseline, work / f"trial-{number:04d}")
-    seconds, after, export = plan[operation]
-    pid = start(operation, folder, shots)
-    delay = rng.uniform(0, seconds)
-    time.sleep(delay)
-    os.kill(pid, signal.SIGKILL)   # a no-op on a child that has finished but is not reaped
-    killed = wait(pid) == -signal.SIGKILL
+    _, after, export = plan[operation]
+    delay = rng.uniform(0, plan["seconds"][operation])
+    finished_after = kill_at(start(operation, folder, shots), delay)
+    if finished_after is not None:
+        plan["seconds"][operation] = finished_after
     result = {"trial": number, "operation": operation, "delay_s": round(delay, 3),
-              "killed": killed}
+              "killed": finished_after is None}
     result["corrupt"] = corrupt(folder / "people.db")
     result["outcome"], result["half_done"] = (
         ("corrupt", None) if result["corrupt"] else
@@ -240,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         for operation in OPERATIONS:
             plan[operation] = measure(operation, baseline, work, args.enroll_shots)
             print(f"{operation}: {plan[operation][0]:.2f} s unkilled", flush=True)
+        plan["seconds"] = {operation: plan[operation][0] for operation in OPERATIONS}
         results = [trial(n, OPERATIONS[n % len(OPERATIONS)], baseline, work, plan, rng,
                          args.enroll_shots) for n in range(args.trials)]
     return report(results, args)
