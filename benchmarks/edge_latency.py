@@ -246,9 +246,19 @@ def main() -> int:
             if op.get_type_name() not in ("Constant", "Parameter", "Result"):
                 counts[op.get_type_name()] += 1
         graphs[f"{model} {precision}"] = dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+    slopes = {}
+    if "mobilefacenet" in irs:  # is PReLU really needed, or could it export as ReLU?
+        import torch
+
+        values = torch.cat([m.weight.detach().flatten()
+                            for m in _source_model(irs["mobilefacenet"]["source"]).modules()
+                            if isinstance(m, torch.nn.PReLU)])
+        slopes = {"count": values.numel(), "min": float(values.min()), "max": float(values.max()),
+                  "near_zero": int((values.abs() < 1e-3).sum())}
     result = {"machine": machine(), "openvino": ov.__version__, "threads": args.threads,
               "batch": 1, "runs": args.runs, "rounds": args.rounds, "pretrained": args.pretrained,
-              "rows": rows, "profiles": profiles, "graph_ops": graphs}
+              "rows": rows, "profiles": profiles, "graph_ops": graphs,
+              "mobilefacenet_prelu_slopes": slopes}
     text = markdown(result)
     print(text, end="")
     if args.out:

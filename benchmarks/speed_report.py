@@ -98,7 +98,7 @@ def render() -> str:
     one = demo["scenes"]["one face"]
     lines += ["## Targets of issue 16", "",
               "| target | measured | verdict |", "|---|---|---|",
-              f"| sampler default forward >= 4x the per-landmark loop ({sampler['threads']} threads, "
+              f"| sampler default forward >= 4x the per-landmark loop ({sampler['threads']} thread(s), "
               f"B=64, N=196, 8x8) | {vs_loop:.1f}x | {verdict(vs_loop, 4.0, True)} |",
               f"| sampler default forward within 3x of the memory floor | {vs_floor:.1f}x the floor "
               f"({default['forward_ms']:.2f} ms vs {sampler['floor_ms']:.2f} ms) | "
@@ -124,7 +124,7 @@ def render() -> str:
               "inference the flat-row gather form; with gradients (training) it runs `grid_sample` "
               "by itself; traced or exported it is the export form (no `grid_sample` in the "
               "graph, tested in tests/test_sampler.py and tests/test_convert_graphs.py).", ""]
-    for data, label in ((sampler, f"{sampler['threads']} threads"), (sampler1, "1 thread")):
+    for data, label in ((sampler, f"{sampler['threads']} thread(s)"), (sampler1, "1 thread")):
         lines += [f"{label} (copy bandwidth {data['bandwidth_gbs']:.1f} GB/s, floor "
                   f"{data['floor_ms']:.2f} ms):", "",
                   "| method | forward ms | vs loop | vs floor | fwd+bwd ms | vs loop | max abs diff |",
@@ -223,9 +223,8 @@ def _int8_findings(rows: dict, profiles: dict) -> list[str]:
               "between int8 layers: each boundary is a FakeQuantize (quantise) plus a Reorder. "
               "`part_fvit_tiny`'s matmuls are small at batch 1 (197 tokens), so int8 GEMM gains "
               "little against this glue.",
-              "- **Threads/layout.** At batch 1 and 1 thread, layout reorders are a small share "
-              "(see the glue column above); with more threads the int8 kernels' gain shrinks further "
-              "for these small layers.", ""]
+              "- **Layout.** At batch 1 and 1 thread the executed Reorder/FakeQuantize nodes are "
+              "listed above with their time (the glue column of the profile table).", ""]
     return lines
 
 
@@ -234,7 +233,9 @@ def _peer_findings(edge: dict) -> list[str]:
     ours, peer = graphs.get("mobilefacenet fp32", {}), graphs.get("peer fp32", {})
     if not ours or not peer:
         return []
-    fmt = lambda counts: ", ".join(f"{k} {v}" for k, v in counts.items())
+    arithmetic = ("Convolution", "GroupConvolution", "MatMul", "PRelu", "Relu", "Clamp", "Minimum",
+                  "Maximum", "Add", "Multiply", "BatchNormInference", "Sigmoid", "HSwish", "Swish")
+    fmt = lambda counts: ", ".join(f"{k} {v}" for k, v in counts.items() if k in arithmetic)
     rows = {(r["model"], r["ir"], r["setting"]): r for r in edge["rows"]}
     kernels = lambda key: edge["profiles"][key]["kernels_us"]
     ours_dw = sum(v for k, v in kernels("mobilefacenet fp32 @f32").items() if k.startswith("GroupConvolution"))
@@ -242,7 +243,8 @@ def _peer_findings(edge: dict) -> list[str]:
     ours_1x1 = sum(v for k, v in kernels("mobilefacenet fp32 @f32").items() if k.startswith("Convolution"))
     peer_1x1 = sum(v for k, v in kernels("peer fp32 @f32").items() if k.startswith("Convolution"))
     return ["### Our MobileFaceNet against the peer", "",
-            f"- Ops in the IRs: ours {fmt(ours)}; the peer {fmt(peer)}.",
+            f"- Arithmetic ops in the IRs: ours {fmt(ours)}; the peer {fmt(peer)} (its ReLU6 is "
+            "Minimum + Maximum; shape and constant ops left out).",
             "- Same widths, depths and strides (5 stages, expansion 2/4, a 512-channel 1x1 conv, "
             "7x7 global depthwise conv, 128-d linear conv); BatchNorm is folded in both graphs "
             "(`convert.export.fuse_batchnorm` before every OpenVINO and ONNX export), neither graph "
@@ -252,11 +254,19 @@ def _peer_findings(edge: dict) -> list[str]:
             "post-op costs more, most visibly in the depthwise convolutions: "
             f"{ours_dw:.0f} us (ours) vs {peer_dw:.0f} us (peer) per call in GroupConvolution, "
             f"{ours_1x1:.0f} vs {peer_1x1:.0f} us in the other convolutions (profiled, f32). "
-            "PReLU is part of the trained function (the shipped weights' slopes are not zero), so "
+            f"PReLU is part of the trained function ({_slopes(edge)}), so "
             "no export-time rewrite can remove it without changing the embeddings; the int8 "
             "artifact is what closes the gap "
             f"(int8 ours / peer fp32: {rows[('mobilefacenet', 'int8', 'f32')]['vs_peer_fp32_f32']:.2f}x).",
             ""]
+
+
+def _slopes(edge: dict) -> str:
+    s = edge.get("mobilefacenet_prelu_slopes") or {}
+    if not s:
+        return "slopes not recorded"
+    return (f"the {s['count']} slopes of these weights range {s['min']:.3f} to {s['max']:.3f}, "
+            f"{s['near_zero']} within 1e-3 of zero")
 
 
 def _frame_list(indices: list[int]) -> str:
