@@ -32,7 +32,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import UserError
     from ..gallery import STAGES, Gallery
-    from ..image import read_image
     from .gallery_common import open_recognizer
 
     missing = next((path for path in args.images if not Path(path).is_file()), None)
@@ -46,15 +45,24 @@ def run(args: argparse.Namespace) -> int:
         recognizer.use_adapter = not args.no_adapter
         found, samples = 0, {stage: [] for stage in STAGES}
         for path in args.images:
-            image = read_image(path)   # one photo in memory at a time
-            results = recognizer.identify(image)
-            print_results(path, results)
-            found += len(results)
-            if args.timings:
-                _time_stages(recognizer, image, args.repeat, samples)
+            found += _identify_photo(recognizer, path, args.repeat if args.timings else 0,
+                                     samples)
     if args.timings:
         _print_timings(samples)
     return 0 if found else 1
+
+
+def _identify_photo(recognizer, path, repeat: int, samples: dict) -> int:
+    """Read, identify and print one photo; returns its number of faces. The pixels are freed on
+    return, so only one photo is ever in memory."""
+    from ..image import read_image
+
+    image = read_image(path)
+    results = recognizer.identify(image)
+    print_results(path, results)
+    if repeat:
+        _time_stages(recognizer, image, repeat, samples)
+    return len(results)
 
 
 def _time_stages(recognizer, image, repeat: int, samples: dict) -> None:
