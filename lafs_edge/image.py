@@ -25,6 +25,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     # A corrupt file gets our one-line error, not OpenCV's own log line before it.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     data = np.fromfile(path, dtype=np.uint8)
+    if _truncated(data):   # libpng/libjpeg would print their own lines and decode a partial image
+        raise UserError(f"truncated image file: {path}")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is not None:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -35,6 +37,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError):
         raise UserError(f"not a readable image: {path}") from None
+
+
+PNG_SIGNATURE, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def _truncated(data: np.ndarray) -> bool:
+    """A PNG without its IEND chunk or a JPEG without its end-of-image marker (trailing bytes
+    after the marker, which some cameras write, are allowed)."""
+    head = data[:8].tobytes()
+    if head == PNG_SIGNATURE:
+        return PNG_END not in data[-64:].tobytes()
+    if head.startswith(JPEG_START):
+        return JPEG_END not in data[-4096:].tobytes()
+    return False
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:

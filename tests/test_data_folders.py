@@ -112,3 +112,20 @@ def test_kshot_skips_identities_with_too_few_images(tmp_path):
     assert {name for _, name in picked} == {"a"} and len(picked) == 3
     with pytest.raises(UserError, match="no identity has 9"):
         select_kshot(entries, k=9)
+
+
+@pytest.mark.parametrize("suffix, cut", [(".png", 20), (".jpg", 200)])
+def test_a_truncated_image_is_one_clear_error_without_codec_noise(tmp_path, capfd, suffix, cut):
+    """A PNG cut before its IEND chunk (or a JPEG before its end marker) is refused before the
+    decoder runs: no libpng/libjpeg lines on stderr, no half-decoded image."""
+    import cv2
+
+    whole = tmp_path / f"whole{suffix}"
+    cv2.imwrite(str(whole), (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
+    assert read_image(whole).shape == (64, 64, 3)
+    broken = tmp_path / f"broken{suffix}"
+    broken.write_bytes(whole.read_bytes()[:-cut])
+    capfd.readouterr()
+    with pytest.raises(UserError, match="truncated image file"):
+        read_image(broken)
+    assert capfd.readouterr().err == ""
