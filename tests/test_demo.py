@@ -284,6 +284,8 @@ class ScriptedWindow:
 
     def key(self, wait_ms):
         key = self.keys.pop(0) if self.keys else self.then
+        if key is KeyboardInterrupt:
+            raise KeyboardInterrupt      # Ctrl+C in the terminal
         if key == "close":
             self.is_closed = True
             return None
@@ -414,3 +416,16 @@ def test_window_closed_while_typing_ends_the_run_without_reopening(window_demo, 
     assert [e["message"] for e in map(json.loads, log.read_text().splitlines())
             if e["event"] == "action"] == ["enroll cancelled"]
     assert [p.name for p in demo.gallery.people()] == ["bob"]
+
+
+def test_window_ctrl_c_keeps_the_gallery_and_closes_the_log(window_demo, tmp_path):
+    from lafs_edge.apps.demo import Source, run_window
+
+    demo, frames = window_demo
+    log = tmp_path / "e.jsonl"
+    window = ScriptedWindow([ord("e"), *typed("Ann"), 13, None, KeyboardInterrupt])
+    with pytest.raises(KeyboardInterrupt):        # the CLI turns it into exit 130
+        run_window(demo, Source(frames, fps=200), log=log, window=window)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events[-1]["event"] == "summary"
+    assert sorted(p.name for p in demo.gallery.people()) == ["Ann", "bob"]
