@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if args.shard_size < 1:
         raise UserError(f"--shard-size must be positive, got {args.shard_size}")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} already exists and is a file; give a folder (created if missing)")
     if args.format == "recordio" and (out / "train.rec").exists():
         raise UserError(f"{out / 'train.rec'} exists; choose another --out")
     dataset = LabelledFolder(args.src, transform=to_112 if args.to_112 else None,
