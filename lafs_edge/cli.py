@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        if e.name == "cv2":   # neither OpenCV build is a base dependency: the user picks one
+            print("error: OpenCV is not installed: pip install 'lafs-edge[headless]' (or "
+                  "'lafs-edge[gui]' for the camera window)", file=sys.stderr)
+            return 2
+        return _unexpected(e)
     except OSError as e:
         print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 2
@@ -96,14 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # never a traceback for users; LAFS_EDGE_DEBUG=1 shows it
-        if os.environ.get("LAFS_EDGE_DEBUG"):
-            traceback.print_exc()
-        print(f"error: {type(e).__name__}: {e} (set LAFS_EDGE_DEBUG=1 for the traceback)",
-              file=sys.stderr)
-        return 1
+        return _unexpected(e)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _unexpected(e: Exception) -> int:
+    if os.environ.get("LAFS_EDGE_DEBUG"):
+        traceback.print_exc()
+    print(f"error: {type(e).__name__}: {e} (set LAFS_EDGE_DEBUG=1 for the traceback)",
+          file=sys.stderr)
+    return 1
 
 
 def _exit_cleanly_on_sigterm():

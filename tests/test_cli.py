@@ -91,3 +91,19 @@ def test_embed_bad_input_is_one_line(problem, faces, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert not out.exists()
+
+
+def test_missing_opencv_is_one_line_naming_the_extras(monkeypatch, tmp_path, capsys):
+    """Neither OpenCV build is a base dependency: without one, a command that needs cv2 says
+    which extra to install instead of raising ModuleNotFoundError."""
+    import sys
+
+    from lafs_edge.cli import main
+
+    monkeypatch.setitem(sys.modules, "cv2", None)   # import cv2 -> ModuleNotFoundError
+    photo = tmp_path / "x.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert main(["embed", str(photo), "--model", "mobilefacenet", "--out",
+                 str(tmp_path / "e.npy")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'lafs-edge[headless]'" in err[0]
