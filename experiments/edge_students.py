@@ -270,7 +270,7 @@ def plots(rows: dict, latency: dict[str, float]) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, data in zip(axes, ("orl", "yale")):
         for name in ("teacher-fp16", "part_fvit_tiny-pytorch-fp32", "mobilefacenet-pytorch-fp32"):
-            ks = [1, 3, 5]
+            ks = [1, 3]
             means = [rows[name][data][f"rank1_k{k}"] for k in ks]
             stds = [rows[name][data][f"rank1_k{k}_std"] for k in ks]
             ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=name)
