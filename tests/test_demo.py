@@ -429,3 +429,18 @@ def test_window_ctrl_c_keeps_the_gallery_and_closes_the_log(window_demo, tmp_pat
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert events[-1]["event"] == "summary"
     assert sorted(p.name for p in demo.gallery.people()) == ["Ann", "bob"]
+
+
+@pytest.mark.parametrize("flag, value", [("--fps", "0"), ("--fps", "nan"), ("--fps", "inf"),
+                                         ("--max-frames", "-1"), ("--max-frames", "0"),
+                                         ("--redetect-every", "0"), ("--threshold", "1e308")])
+def test_demo_numeric_flags_are_checked_before_anything_runs(flag, value, tmp_path, capsys):
+    from lafs_edge.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--source", str(tmp_path), "--headless", "--log", str(tmp_path / "e.jsonl"),
+              "--gallery", str(tmp_path / "g.db"), flag, value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0]
+    assert not (tmp_path / "e.jsonl").exists()

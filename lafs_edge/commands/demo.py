@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import UserError
-from .gallery_common import add_gallery_argument, add_model_argument, model_artifact
+from .gallery_common import add_gallery_argument, add_model_argument, model_artifact, number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,13 +27,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", type=Path, help="events, one JSON object per frame (JSON Lines)")
     parser.add_argument("--snapshot", type=Path,
                         help="headless: also save the annotated frame naming the most people (PNG)")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--threshold", type=number(-1, 1), default=None,
                         help="open-set cosine threshold (default: the model manifest's)")
-    parser.add_argument("--fps", type=float, default=None,
+    parser.add_argument("--fps", type=number(0, 1000, low_open=True), default=None,
                         help="playback frame rate: a video's own by default, 10 for images "
                              "(the window plays at it; --headless runs as fast as it can)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    parser.add_argument("--redetect-every", type=int, default=5,
+    parser.add_argument("--max-frames", type=number(1, 1e12, integer=True), default=None,
+                        help="stop after this many frames")
+    parser.add_argument("--redetect-every", type=number(1, 10000, integer=True), default=5,
                         help="run the face detector every N frames (tracked ROIs in between)")
     parser.add_argument("--detectors", default="short,full",
                         help="BlazeFace models: short (webcam distance), full (far faces) or both")
@@ -44,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.headless and not (args.out or args.log or args.snapshot):
         raise UserError("--headless needs somewhere to write: --out, --log or --snapshot")
-    if args.fps is not None and not args.fps > 0:
-        raise UserError(f"--fps must be above 0, not {args.fps}")
     source = args.camera if args.camera is not None else args.source
     check_source(source)
     if not args.headless:   # before the camera and the models: each is a one-line error at once
