@@ -1,9 +1,9 @@
 """Patch sampler speed: batched gather and batched grid_sample vs the reference loop of one
 grid_sample call per landmark, forward and forward+backward, plus the memory-bandwidth floor.
 
-Rows: the default method ("gather") as a user calls it (eager inference: the flat gather form;
-with gradients: grid_sample, chosen by the call), its export form (what traced / exported graphs
-contain), batched grid_sample, and the reference loop.
+Rows: the default method ("gather") as a user calls it (eager: grid_sample, chosen by the call),
+its export form (what traced / exported graphs contain), batched grid_sample, the flat-row eager
+gather, the previous gather form, and the reference loop.
 
     python benchmarks/sampler_bench.py [--batch 64 --landmarks 196 --size 8 --repeats 30]
 Prints a markdown table and writes JSON next to it (--json).
@@ -74,6 +74,7 @@ def main() -> None:
         "batched grid_sample": lambda im, pt: sample_patches(im, pt, s, "grid_sample"),
         "default `gather` (as called)": lambda im, pt: sample_patches(im, pt, s, "gather"),
         "gather, export form (in exported graphs)": lambda im, pt: _sample_gather(im, pt, s, fast=False),
+        "flat-row eager gather (kept for comparison)": lambda im, pt: _sample_gather(im, pt, s, fast=True),
         "previous gather (matmul blend, before issue 16)": lambda im, pt: previous_gather(im, pt, s),
     }
     reference = methods["reference loop (196 grid_sample calls)"](images, points)

@@ -121,9 +121,11 @@ def render() -> str:
               "python benchmarks/sampler_bench.py --repeats 15 --threads 1", "```", "",
               "Batch 64, 196 landmarks, 8x8 patches, 112x112 images; median milliseconds. "
               "\"Default `gather` (as called)\" is `sample_patches(images, points, 8)`: in eager "
-              "inference the flat-row gather form; with gradients (training) it runs `grid_sample` "
-              "by itself; traced or exported it is the export form (no `grid_sample` in the "
-              "graph, tested in tests/test_sampler.py and tests/test_convert_graphs.py).", ""]
+              "mode (training and inference) it runs `grid_sample` by itself; traced or exported "
+              "it is the export form (no `grid_sample` in the graph, tested in "
+              "tests/test_sampler.py and tests/test_convert_graphs.py). The export form's eager "
+              "time matters little: exported graphs run in the target runtime (its share of the "
+              "OpenVINO latency is below).", ""]
     for data, label in ((sampler, f"{sampler['threads']} thread(s)"), (sampler1, "1 thread")):
         lines += [f"{label} (copy bandwidth {data['bandwidth_gbs']:.1f} GB/s, floor "
                   f"{data['floor_ms']:.2f} ms):", "",
@@ -138,16 +140,14 @@ def render() -> str:
                          f"{r['max_abs_diff']:.1e} |")
         lines.append("")
     lines += [
-        "How the default form works: patch offsets are whole pixels, so every patch lies in one "
-        "(S+1)x(S+1) integer-aligned window; one `torch.gather` fetches all windows (taps outside "
-        "the image read a zero pixel appended to the image: zero padding without masks), then two "
-        "lerps blend them (x, then y). Eager CPU kernels are several times slower on rows of 8 "
-        "than on long rows, so the x lerp runs over each channel's windows as one flat row and "
-        "the y lerp reads two strided views and writes the output in place. What remains above "
-        "the floor is mostly the gather itself (an element-wise indexed copy of 81/64 of the "
-        "patch data, not a streaming copy) and the two blend passes: stock PyTorch ops cannot fuse "
-        "them into one pass; a fused kernel (torch.compile, a C++ op) would be needed to get "
-        "within 3x of the floor.", ""]
+        "Why the default is not closer to the floor: in eager PyTorch the fastest form measured "
+        "is `grid_sample` (one fused kernel), so eager calls use it. The gather forms (one "
+        "`torch.gather` of every patch's (S+1)x(S+1) window, zero padding through a zero pixel "
+        "appended to the image, then the blend) pay an element-wise indexed copy of 81/64 of the "
+        "patch data plus separate blend passes that stock PyTorch ops cannot fuse; the flat-row "
+        "variant (long-row lerps) was faster than the other gather forms while the machine was "
+        "loaded but not on the idle machine. Reaching 3x the floor needs a fused gather+blend "
+        "kernel (torch.compile or a C++ op), not done here.", ""]
 
     # --- students vs the peer --------------------------------------------------------------------
     lines += ["## Students vs the MobileFaceNet peer (OpenVINO)", "", "```bash",

@@ -16,11 +16,13 @@ Which form runs is decided by what the caller is doing, never by a flag the user
 - exported or compiled (torch.jit trace/script as OpenVINO and Core ML use, torch.onnx,
   torch.export as LiteRT uses, torch.compile): the plain form, slices + multiply-add, which every
   converter maps to its own ops;
-- eager with gradients (training): `grid_sample`, whose fused backward is ~10x faster on CPU than
-  the scatter-add of a gather; values within 1e-5 and gradients within 1e-4 of the gather form;
-- eager without gradients (inference, benchmarks): the same gather, blended on the flattened
-  window so that every elementwise pass runs over long contiguous rows, the y pass writing the
-  output in place.
+- eager (training and inference): `grid_sample`, one fused kernel: measured on a 2-core CPU
+  (benchmarks/sampler_bench.py, docs/benchmarks.md) 4x faster forward than the gather forms and
+  10x faster forward+backward than the scatter-add of a gather; values within 1e-5 and
+  gradients within 1e-4 of the gather form (tests/test_sampler.py).
+The flat-row eager gather (`_sample_gather(..., fast=True)`: the x lerp over each channel's
+windows as one long row, the y lerp through strided views into the output) is kept for
+measurement: it beat the other gather forms on a loaded machine but not grid_sample on an idle one.
 """
 from __future__ import annotations
 
@@ -57,12 +59,9 @@ def exporting() -> bool:
 
 
 def gather_form(images: torch.Tensor, points: torch.Tensor) -> str:
-    """Which implementation the default method uses here: "export", "grid_sample" or "eager"."""
-    if exporting():
-        return "export"
-    if torch.is_grad_enabled() and (images.requires_grad or points.requires_grad):
-        return "grid_sample"
-    return "eager"
+    """Which implementation the default method uses here: "export" (traced, exported, compiled)
+    or "grid_sample" (eager)."""
+    return "export" if exporting() else "grid_sample"
 
 
 def _sample_grid(images: torch.Tensor, points: torch.Tensor, size: int) -> torch.Tensor:
