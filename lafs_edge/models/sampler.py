@@ -106,8 +106,8 @@ def _sample_gather(images: torch.Tensor, points: torch.Tensor, size: int,
     col_index = torch.where((cols >= 0) & (cols < w), cols, h * w)
     row_index = torch.where((rows >= 0) & (rows < h), rows * w, h * w)
     # minimum, not clamp: Core ML's clip is float-only and would turn the indices into fp32.
-    pixel = torch.minimum(row_index[..., :, None] + col_index[..., None, :],
-                          torch.tensor(h * w, device=images.device))  # (B,N,S+1,S+1)
+    pixel = row_index[..., :, None] + col_index[..., None, :]  # (B,N,S+1,S+1)
+    pixel = torch.minimum(pixel, torch.full_like(pixel, h * w))
     flat = torch.cat([images.reshape(b, c, h * w), images.new_zeros(b, c, 1)], dim=2)
     index = pixel.reshape(b, 1, n * s1 * s1).expand(b, c, n * s1 * s1)
     window = torch.gather(flat, 2, index)  # (B, C, N*(S+1)^2): one gather for every patch
