@@ -85,7 +85,10 @@ def render() -> str:
              "Each figure is a ratio to a reference measured in the same run (the per-landmark loop "
              "and the memory floor for the sampler, the public MobileFaceNet ONNX for the students, "
              "which is used for speed only). Raw outputs: `benchmarks/results/`. Training-speed "
-             "figures (issue 16 item 4) are in [training.md](training.md).", ""]
+             "figures (issue 16 item 4) are in [training.md](training.md).", "",
+             "Caveat: this is a 2-vCPU VM that other jobs share; absolute figures moved by up to 2x "
+             "between runs minutes apart (e.g. batched grid_sample forward 6.6 ms in one run, 14.8 "
+             "ms in the next), which is why every target is a ratio within one run.", ""]
 
     # --- targets -------------------------------------------------------------------------------
     s_rows = {r["method"]: r for r in sampler["rows"]}
@@ -133,10 +136,12 @@ def render() -> str:
                   "|---|---|---|---|---|---|---|"]
         base = data["rows"][0]
         for r in data["rows"]:
+            both = r["forward_backward_ms"]
+            backward = ("- (no autograd) | -" if both != both else
+                        f"{both:.2f} | {base['forward_backward_ms'] / both:.1f}x")
             lines.append(f"| {r['method']} | {r['forward_ms']:.2f} | "
                          f"{base['forward_ms'] / r['forward_ms']:.1f}x | "
-                         f"{r['forward_ms'] / data['floor_ms']:.1f}x | {r['forward_backward_ms']:.2f} | "
-                         f"{base['forward_backward_ms'] / r['forward_backward_ms']:.1f}x | "
+                         f"{r['forward_ms'] / data['floor_ms']:.1f}x | {backward} | "
                          f"{r['max_abs_diff']:.1e} |")
         lines.append("")
     lines += [
@@ -145,9 +150,9 @@ def render() -> str:
         "`torch.gather` of every patch's (S+1)x(S+1) window, zero padding through a zero pixel "
         "appended to the image, then the blend) pay an element-wise indexed copy of 81/64 of the "
         "patch data plus separate blend passes that stock PyTorch ops cannot fuse; the flat-row "
-        "variant (long-row lerps) was faster than the other gather forms while the machine was "
-        "loaded but not on the idle machine. Reaching 3x the floor needs a fused gather+blend "
-        "kernel (torch.compile or a C++ op), not done here.", ""]
+        "variant (long-row lerps) beat the other gather forms in some runs (1 thread here) and lost "
+        "to the previous matmul form in another (2 threads, 26.6 vs 14.9 ms). Reaching 3x the floor "
+        "needs a fused gather+blend ""kernel (torch.compile or a C++ op), not done here.", ""]
 
     # --- students vs the peer --------------------------------------------------------------------
     lines += ["## Students vs the MobileFaceNet peer (OpenVINO)", "", "```bash",
@@ -220,9 +225,13 @@ def _int8_findings(rows: dict, profiles: dict) -> list[str]:
               "`lafs-edge bench` prints the executed precision beside every figure.",
               "- **What stays float.** Layers that the sensitivity analysis keeps float, and the "
               "sampler, the landmark rescaling, LayerNorm, softmax and GELU of the ViT, run in f32 "
-              "between int8 layers: each boundary is a FakeQuantize (quantise) plus a Reorder. "
-              "`part_fvit_tiny`'s matmuls are small at batch 1 (197 tokens), so int8 GEMM gains "
-              "little against this glue.",
+              "between int8 layers: each boundary is a FakeQuantize (quantise) plus a Reorder; for "
+              "`part_fvit_tiny` that float part is the f32 share above.",
+              "- **This CPU.** On this machine (AVX512-VNNI and AVX512-BF16, no AMX) int8 is the "
+              "fastest artifact for both students under either setting (table above), so int8 is "
+              "the one to deploy here; on CPUs with AMX, bf16 matrix units make float much faster "
+              "and the issue's \"int8 slower than fp32\" came from such a machine: run "
+              "`lafs-edge bench` (it prints the executed precision) before choosing there.",
               "- **Layout.** At batch 1 and 1 thread the executed Reorder/FakeQuantize nodes are "
               "listed above with their time (the glue column of the profile table).", ""]
     return lines

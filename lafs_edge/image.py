@@ -26,7 +26,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     data = np.fromfile(path, dtype=np.uint8)
     if _truncated(data):   # libpng/libjpeg would print their own lines and decode a partial image
-        raise UserError(f"truncated image file: {path}")
+        raise UserError(f"not a readable image (truncated file): {path}")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is not None:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -126,6 +126,6 @@ def test_a_truncated_image_is_one_clear_error_without_codec_noise(tmp_path, capf
     broken = tmp_path / f"broken{suffix}"
     broken.write_bytes(whole.read_bytes()[:-cut])
     capfd.readouterr()
-    with pytest.raises(UserError, match="truncated image file"):
+    with pytest.raises(UserError, match="not a readable image .truncated file."):
         read_image(broken)
     assert capfd.readouterr().err == ""
