@@ -16,13 +16,14 @@ Which form runs is decided by what the caller is doing, never by a flag the user
 - exported or compiled (torch.jit trace/script as OpenVINO and Core ML use, torch.onnx,
   torch.export as LiteRT uses, torch.compile): the plain form, slices + multiply-add, which every
   converter maps to its own ops;
-- eager (training and inference): `grid_sample`, one fused kernel: measured on a 2-core CPU
-  (benchmarks/sampler_bench.py, docs/benchmarks.md) 4x faster forward than the gather forms and
-  10x faster forward+backward than the scatter-add of a gather; values within 1e-5 and
-  gradients within 1e-4 of the gather form (tests/test_sampler.py).
+- eager (training and inference): `grid_sample`, one fused kernel. In the runs of
+  benchmarks/sampler_bench.py on a 2-core CPU (docs/benchmarks.md) it was the fastest eager form
+  forward at 2 threads (within 10% of the flat-row gather at 1 thread) and 2-5x faster
+  forward+backward than the gather forms; values within 1e-5 and gradients within 1e-4 of the
+  gather form (tests/test_sampler.py).
 The flat-row eager gather (`_sample_gather(..., fast=True)`: the x lerp over each channel's
 windows as one long row, the y lerp through strided views into the output) is kept for
-measurement: it beat the other gather forms on a loaded machine but not grid_sample on an idle one.
+measurement (it has no autograd: the y lerp writes with out=).
 """
 from __future__ import annotations
 
