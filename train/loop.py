@@ -118,10 +118,9 @@ def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
 
 def use_channels_last(module: nn.Module) -> None:
     """Convolution weights in channels-last layout: oneDNN's (CPU) and cuDNN's fast path for
-    every CNN here (MobileFaceNet, the landmark CNN's MobileNetV3); measured 1.8x for a
-    MobileFaceNet training step on this 2-core CPU (docs/benchmarks.md). Inputs stay NCHW:
-    a channels-last weight makes the convolution pick the layout, with identical results
-    up to float rounding."""
+    every CNN here (MobileFaceNet, the landmark CNN's MobileNetV3); `benchmarks/train_speed.py`
+    measures the step with and without it. Inputs stay NCHW: a channels-last weight makes the
+    convolution pick the layout, with identical results up to float rounding."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             m.to(memory_format=torch.channels_last)
