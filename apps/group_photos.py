@@ -13,7 +13,6 @@ against at most 0.43 for every other cross-photo pair of faces.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -22,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import UserError
+from ..landmarks.fetch import cache_home, sha256_bytes
 
 TARBALL_URL = "https://registry.npmjs.org/@vladmandic/face-api/-/face-api-1.7.15.tgz"
 TARBALL_SHA256 = "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031"
@@ -43,9 +43,7 @@ ENROLLMENT_PHOTOS = ("sample1.jpg", "sample6.jpg")   # the demo runs on the othe
 
 
 def cache_dir() -> Path:
-    from ..landmarks.fetch import cache_dir as models_cache
-
-    return models_cache().parent / "face-api-photos"
+    return cache_home() / "face-api-photos"
 
 
 def fetch_photos(folder: Path | None = None, log=print) -> Path:
@@ -60,13 +58,13 @@ def fetch_photos(folder: Path | None = None, log=print) -> Path:
     except OSError as e:
         raise UserError(f"could not download {TARBALL_URL} ({e}); the quickstart's "
                         "recognition demo needs its photos once") from None
-    if hashlib.sha256(data).hexdigest() != TARBALL_SHA256:
+    if sha256_bytes(data) != TARBALL_SHA256:
         raise UserError(f"{TARBALL_URL} has an unexpected sha256; not using it")
     folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         for name, digest in PHOTOS.items():
             photo = archive.extractfile(f"package/demo/{name}").read()
-            if hashlib.sha256(photo).hexdigest() != digest:
+            if sha256_bytes(photo) != digest:
                 raise UserError(f"{name} in {TARBALL_URL} has an unexpected sha256")
             with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", delete=False) as tmp:
                 tmp.write(photo)
@@ -75,10 +73,9 @@ def fetch_photos(folder: Path | None = None, log=print) -> Path:
 
 
 def _valid(path: Path, digest: str) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest() == digest
+    from ..runtime.manifest import sha256_file
+
+    return path.is_file() and sha256_file(path) == digest
 
 
 def expected_names(photo: str, faces: int) -> list[str]:

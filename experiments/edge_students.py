@@ -403,7 +403,8 @@ def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_nam
     from lafs_edge.convert.manifest import threshold_at_far
     from lafs_edge.fileio import atomic_write
     from lafs_edge.models import load_model, read_checkpoint
-    from lafs_edge.models.pretrained import INDEX, WEIGHTS, file_sha256, shipped
+    from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped
+    from lafs_edge.runtime.manifest import sha256_file
 
     run_dir = out / student
     payload = read_checkpoint(run_dir / "model.pt")
@@ -417,7 +418,7 @@ def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_nam
         torch.save({"format": payload["format"], "arch": payload["arch"],
                     "config": payload["config"], "state_dict": state,
                     "threshold": round(threshold, 4)}, f)
-    index = {**shipped(), student: {"file": path.name, "sha256": file_sha256(path),
+    index = {**shipped(), student: {"file": path.name, "sha256": sha256_file(path),
                                     "threshold": round(threshold, 4), "card": f"{student}.md"}}
     write_json(INDEX, dict(sorted(index.items())))
     (WEIGHTS / f"{student}.md").write_text(

@@ -12,6 +12,7 @@ crops are cached in runs/experiments/aligned_<set>.npz (research images: never c
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -71,8 +72,10 @@ def celeba_eval_faces(data: Path = SHARED_DATA) -> tuple[list[Path], np.ndarray,
     return [path for path, _ in rows], np.stack([pts for _, pts in rows]), labels
 
 
+@functools.cache
 def celeba_eval_crops(data: Path = SHARED_DATA) -> tuple[np.ndarray, np.ndarray]:
-    """(112x112 ArcFace crops uint8 (N, 112, 112, 3) RGB, labels) of `celeba_eval_faces`."""
+    """(112x112 ArcFace crops uint8 (N, 112, 112, 3) RGB, labels) of `celeba_eval_faces`, read
+    once per process (the accuracy table and each shipped student's threshold use them)."""
     from lafs_edge.align import align_face
     from lafs_edge.image import read_image
 

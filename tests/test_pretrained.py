@@ -11,7 +11,7 @@ import torch
 
 from lafs_edge.models import create_model, list_models
 from lafs_edge.models import pretrained
-from lafs_edge.models.pretrained import file_sha256, shipped
+from lafs_edge.models.pretrained import shipped
 
 SHIPPED = sorted(shipped())
 

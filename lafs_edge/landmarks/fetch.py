@@ -39,12 +39,17 @@ class ModelsUnavailable(UserError):
     """The MediaPipe models are not cached and could not be fetched (e.g. no network)."""
 
 
-def cache_dir() -> Path:
-    """$LAFS_EDGE_CACHE/mediapipe, else $XDG_CACHE_HOME (or ~/.cache)/lafs-edge/mediapipe."""
+def cache_home() -> Path:
+    """lafs-edge's cache: $LAFS_EDGE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/lafs-edge."""
     root = os.environ.get("LAFS_EDGE_CACHE")
     if not root:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lafs-edge"
-    return Path(root) / "mediapipe"
+    return Path(root)
+
+
+def cache_dir() -> Path:
+    """The MediaPipe models' folder in the cache."""
+    return cache_home() / "mediapipe"
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -11,7 +11,6 @@ pointer in its place) fails with one clear line instead of loading garbage.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,6 @@ def has_weights(name: str) -> bool:
     return name in shipped()
 
 
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def weights_file(name: str) -> Path:
     """The checked path of `name`'s shipped weights."""
     entry = shipped().get(name)
@@ -45,7 +39,9 @@ def weights_file(name: str) -> Path:
     path = WEIGHTS / entry["file"]
     if not path.is_file():
         raise ValueError(f"shipped weights for {name} are missing: {path} (reinstall lafs-edge)")
-    actual = file_sha256(path)
+    from ..runtime.manifest import sha256_file
+
+    actual = sha256_file(path)
     if actual != entry["sha256"]:
         raise ValueError(f"shipped weights {path} fail their sha256 check (expected "
                          f"{entry['sha256'][:12]}..., got {actual[:12]}...): reinstall lafs-edge "

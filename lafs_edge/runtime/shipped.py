@@ -17,9 +17,9 @@ DEFAULT_STUDENT = "mobilefacenet"
 
 
 def cache_root() -> Path:
-    from ..landmarks.fetch import cache_dir
+    from ..landmarks.fetch import cache_home
 
-    return cache_dir().parent / "artifacts"
+    return cache_home() / "artifacts"
 
 
 def default_artifact(student: str = DEFAULT_STUDENT) -> Path:
