@@ -59,7 +59,12 @@ PRESETS = {
             "lr": {"part_fvit_tiny": 1e-3, "mobilefacenet": 2e-3},
             "warmup_epochs": {"part_fvit_tiny": 0.1, "mobilefacenet": 0.1},
             "overrides": {"part_fvit_tiny": {"pool": "landmarks"}, "mobilefacenet": {}},
-            "checkpoint_every": {"part_fvit_tiny": 200, "mobilefacenet": 200}},
+            "checkpoint_every": {"part_fvit_tiny": 200, "mobilefacenet": 200},
+            # A second run warm-started from the first (model.init) with a new, lower cosine
+            # schedule: the first ends with the loss still falling (teacher cosine ~0.6).
+            "continue": {"steps": {"part_fvit_tiny": 1800, "mobilefacenet": 1200},
+                         "lr": {"part_fvit_tiny": 5e-4, "mobilefacenet": 1e-3},
+                         "warmup_epochs": {"part_fvit_tiny": 0.02, "mobilefacenet": 0.02}}},
     # One GPU (bf16 autocast): online targets on posed, photometrically augmented views
     # (the teacher runs on the host CPU through OpenVINO), 10 epochs of the pool.
     "gpu": {"batch": 256, "targets": "online", "threads": 8, "precision": "auto",
@@ -105,19 +110,36 @@ def pool_list(data: Path = SHARED_DATA) -> Path:
     return path
 
 
-def distill_argv(student: str, preset: dict, out: Path) -> list[str]:
-    overrides = preset["overrides"][student]
+def stages(preset: dict) -> list[dict]:
+    """The preset's training runs, in order: the first, then its warm-started continuation."""
+    return [preset] + ([{**preset, **preset["continue"]}] if "continue" in preset else [])
+
+
+def run_dir(out: Path, student: str, stage: int) -> Path:
+    return out / (student if stage == 0 else f"{student}-continued")
+
+
+def final_run(out: Path, student: str, preset: dict) -> Path:
+    """The run whose model.pt is the preset's result."""
+    return run_dir(out, student, len(stages(preset)) - 1)
+
+
+def distill_argv(student: str, preset: dict, out: Path, stage: int = 0) -> list[str]:
+    settings = stages(preset)[stage]
+    overrides = settings["overrides"][student]
+    init = [f"model.init={run_dir(out, student, stage - 1) / 'model.pt'}"] if stage else []
     return ["lafs-edge", "train", "distill", "--config", "distill",
             f"model.arch={student}", f"distill.teacher={TEACHER_YAML}",
-            f"distill.targets={preset['targets']}", f"distill.target_cache={TARGET_CACHE}",
+            f"distill.targets={settings['targets']}", f"distill.target_cache={TARGET_CACHE}",
             "data.format=landmarks", f"data.root={DATA_ARG}", f"data.list_file={POOL_LIST}",
-            "data.num_workers=0" if preset["targets"] == "cached" else "data.num_workers=6",
-            f"optim.batch_size={preset['batch']}", f"optim.max_steps={preset['steps'][student]}",
-            f"optim.lr={preset['lr'][student]}",
-            f"optim.warmup_epochs={preset['warmup_epochs'][student]}",
-            f"train.precision={preset['precision']}",
-            f"train.checkpoint_every={preset['checkpoint_every'][student]}", "train.log_every=20",
-            "train.progress=false", f"output_dir={out / student}"] + \
+            "data.num_workers=0" if settings["targets"] == "cached" else "data.num_workers=6",
+            f"optim.batch_size={settings['batch']}",
+            f"optim.max_steps={settings['steps'][student]}",
+            f"optim.lr={settings['lr'][student]}",
+            f"optim.warmup_epochs={settings['warmup_epochs'][student]}",
+            f"train.precision={settings['precision']}",
+            f"train.checkpoint_every={settings['checkpoint_every'][student]}", "train.log_every=20",
+            "train.progress=false", f"output_dir={run_dir(out, student, stage)}"] + init + \
         ([f"model.overrides={json.dumps(overrides, separators=(',', ':'))}"] if overrides else [])
 
 
@@ -130,41 +152,47 @@ def finished(run_dir: Path, steps: int) -> bool:
 
 
 def train_students(preset: dict, out: Path) -> None:
-    """Both students side by side (`threads` each); an interrupted run resumes."""
+    """Both students side by side (`threads` each), stage after stage; an interrupted run
+    resumes."""
     pool_list()
-    pending = [s for s in STUDENTS if not finished(out / s, preset["steps"][s])]
-    if pending and preset["targets"] == "cached":  # compute the shared targets once, first
-        run(distill_argv(pending[0], preset, RUNS / "targets_probe") + ["optim.max_steps=1"], 2)
-    env = {**os.environ, "OMP_NUM_THREADS": str(preset["threads"])}
     out.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for student in pending:
-        argv = distill_argv(student, preset, out)
-        print("$ " + shlex.join(argv), flush=True)
-        log = open(out / f"{student}.log", "a")
-        jobs.append((argv, subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=log)))
-    for argv, job in jobs:
-        if job.wait():
-            raise SystemExit(f"failed: {shlex.join(argv)} (see {out}/*.log)")
+    env = {**os.environ, "OMP_NUM_THREADS": str(preset["threads"])}
+    for stage, settings in enumerate(stages(preset)):
+        pending = [s for s in STUDENTS
+                   if not finished(run_dir(out, s, stage), settings["steps"][s])]
+        if pending and settings["targets"] == "cached" and not (REPO / TARGET_CACHE).is_file():
+            # compute the shared targets once, first
+            run(distill_argv(pending[0], preset, RUNS / "targets_probe") + ["optim.max_steps=1"], 2)
+        jobs = []
+        for student in pending:
+            argv = distill_argv(student, preset, out, stage)
+            print("$ " + shlex.join(argv), flush=True)
+            log = open(out / f"{run_dir(out, student, stage).name}.log", "a")
+            jobs.append((argv, subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=log)))
+        for argv, job in jobs:
+            if job.wait():
+                raise SystemExit(f"failed: {shlex.join(argv)} (see {out}/*.log)")
 
 
-def export_and_verify(out: Path, artifacts: Path) -> dict[str, dict]:
+def export_and_verify(out: Path, preset: dict, artifacts: Path) -> dict[str, dict]:
     """{artifact name: verify report + "passed"} for every student x target x precision; the
     students side by side (each chain of exports is mostly single-threaded)."""
     from concurrent.futures import ThreadPoolExecutor
 
     orl, yale = aligned_folder("orl"), aligned_folder("yale")  # before the threads: one writer
     with ThreadPoolExecutor(len(STUDENTS)) as pool:
-        done = list(pool.map(lambda s: export_student(s, out, artifacts, orl, yale), STUDENTS))
+        done = list(pool.map(lambda s: export_student(s, final_run(out, s, preset), artifacts,
+                                                     orl, yale), STUDENTS))
     return {name: report for reports in done for name, report in reports.items()}
 
 
-def export_student(student: str, out: Path, artifacts: Path, orl: Path, yale: Path) -> dict[str, dict]:
+def export_student(student: str, trained: Path, artifacts: Path, orl: Path,
+                   yale: Path) -> dict[str, dict]:
     for precision in PRECISIONS:
         if all((artifacts / f"{student}-{t}-{p}" / "manifest.json").is_file()
                for t, p in ARTIFACTS if p == precision):
             continue
-        argv = ["lafs-edge", "export", str(out / student / "model.pt"), "--target", "all",
+        argv = ["lafs-edge", "export", str(trained / "model.pt"), "--target", "all",
                 "--precision", precision, "--pairs", str(yale), "--out", str(artifacts),
                 "--name", student]
         if precision == "int8":
@@ -183,7 +211,7 @@ def export_student(student: str, out: Path, artifacts: Path, orl: Path, yale: Pa
     return reports
 
 
-def accuracy(out: Path, artifacts: Path) -> dict[str, dict]:
+def accuracy(out: Path, preset: dict, artifacts: Path) -> dict[str, dict]:
     """ORL, Yale and CelebA-eval figures of the teacher (FP16 and its INT8 IR), each student
     untrained and distilled in PyTorch, and each artifact in its runtime."""
     import torch
@@ -214,7 +242,7 @@ def accuracy(out: Path, artifacts: Path) -> dict[str, dict]:
             torch.manual_seed(0)  # the untrained reference: what distillation adds
             overrides = PRESETS["cpu"]["overrides"][student]
             for name, model in ((f"{student}-untrained", create_model(student, **overrides)),
-                                (f"{student}-pytorch-fp32", load_model(out / student / "model.pt"))):
+                                (f"{student}-pytorch-fp32", load_model(final_run(out, student, preset) / "model.pt"))):
                 rows.setdefault(name, {})[data] = evaluate(
                     embed_with(torch_embedder(model.eval()), crops), labels, (1, 3), roc=True)
             for target, precision in ARTIFACTS:
@@ -229,8 +257,8 @@ def accuracy(out: Path, artifacts: Path) -> dict[str, dict]:
     return rows
 
 
-def bench(artifacts: Path, out: Path) -> dict:
-    path = out / "bench"
+def bench(artifacts: Path) -> dict:
+    path = artifacts / "bench"
     if not path.with_suffix(".json").is_file():
         run(["lafs-edge", "bench", *[str(artifacts / f"{s}-{t}-{p}") for s in STUDENTS
                                     for t, p in ARTIFACTS if t in RUNNABLE],
@@ -335,7 +363,7 @@ def fragment(args, preset: dict, rows: dict, reports: dict, bench_rows: list[dic
         "train identities, aligned by their 5 points) with a cosine loss through a linear "
         f"projection to the teacher's 256-d; {preset['targets']} targets, batch "
         f"{preset['batch']}, {preset['precision']} autocast, "
-        + ", ".join(f"{s} {preset['steps'][s]} steps ({training_minutes(out / s):.0f} min)"
+        + ", ".join(f"{s} {steps_text(s, preset)} ({training_minutes(out, s, preset):.0f} min)"
                     for s in STUDENTS) + ", side by side on one thread each. "
         "ORL/Yale aligned by MediaPipe (as on the device); k-shot rank-1 = mean (std) over 5 "
         "draws of the k enrolled images per person. CelebA: the 44 eval identities (never in the "
@@ -346,8 +374,10 @@ def fragment(args, preset: dict, rows: dict, reports: dict, bench_rows: list[dic
         + ", ".join(f"{stage} {t / 60:.1f}" for stage, t in seconds.items())
         + " min; a stage whose outputs were already there is reused, not rerun).", "",
         "The distillation commands (what the script ran):", "", "```"]
-    lines += [shlex.join(distill_argv(s, preset, out)) for s in STUDENTS]
-    lines += ["```", "", *accuracy_table(rows, bench_rows), "", *findings(rows, out, bench_rows), "",
+    lines += [shlex.join(distill_argv(s, preset, out, stage))
+              for stage in range(len(stages(preset))) for s in STUDENTS]
+    lines += ["```", "", *accuracy_table(rows, bench_rows), "",
+              *findings(rows, out, preset, bench_rows), "",
               "Latency: `lafs-edge bench`, median of 100 runs after warm-up; all settings "
               "(batch 8, all threads) and the parity of every artifact in "
               "[deploy.md](deploy.md#measured-here).", ""]
@@ -355,13 +385,14 @@ def fragment(args, preset: dict, rows: dict, reports: dict, bench_rows: list[dic
     return "\n".join(lines) + "\n"
 
 
-def findings(rows: dict, out: Path, bench_rows: list[dict]) -> list[str]:
+def findings(rows: dict, out: Path, preset: dict, bench_rows: list[dict]) -> list[str]:
     """What the table says against the issue's targets, computed from it and the training logs."""
     one_thread = {r["artifact"]: r["median_ms"] for r in bench_rows
                   if r["batch"] == 1 and r["threads"] == 1}
     lines = []
     for student in STUDENTS:
-        log = [json.loads(line) for line in (out / student / "metrics.jsonl").read_text().splitlines()]
+        log = [json.loads(line) for line in
+               (final_run(out, student, preset) / "metrics.jsonl").read_text().splitlines()]
         before, after = rows[f"{student}-untrained"], rows[f"{student}-pytorch-fp32"]
         int8 = {t: rows[f"{student}-{t}-int8"] for t in ("openvino", "tflite")}
         meets = all(r["orl"]["rank1_k1"] >= 0.95 and r["yale"]["rank1_k1"] >= 0.90
@@ -395,7 +426,7 @@ TERMS = ("Trained on research face datasets: UTKFace and CelebA are for **non-co
 
 
 def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_name: str,
-         seconds: dict, machine: str) -> None:
+         machine: str) -> None:
     """Put a trained student into the package: fp16 weights (lafs_edge/weights/<name>.pt), its
     sha256 and open-set threshold in the index, and its model card."""
     import torch
@@ -406,10 +437,10 @@ def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_nam
     from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped
     from lafs_edge.runtime.manifest import sha256_file
 
-    run_dir = out / student
-    payload = read_checkpoint(run_dir / "model.pt")
+    trained = final_run(out, student, PRESETS[preset_name]) / "model.pt"
+    payload = read_checkpoint(trained)
     crops, labels = celeba_eval_crops()
-    model = load_model(run_dir / "model.pt")
+    model = load_model(trained)
     threshold = threshold_at_far(embed_with(torch_embedder(model), crops), labels, 1e-3)
     state = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     WEIGHTS.mkdir(exist_ok=True)
@@ -422,17 +453,26 @@ def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_nam
                                     "threshold": round(threshold, 4), "card": f"{student}.md"}}
     write_json(INDEX, dict(sorted(index.items())))
     (WEIGHTS / f"{student}.md").write_text(
-        model_card(student, path, index[student], run_dir, rows, bench_rows, preset_name,
-                   seconds, machine))
+        model_card(student, path, index[student], out, rows, bench_rows, preset_name, machine))
     print(f"shipped {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 "
           f"{index[student]['sha256'][:12]}..., threshold {threshold:.3f})", flush=True)
 
 
-def training_minutes(run_dir: Path) -> float:
-    """Wall time of a run from its log's time stamps (the first logged steps extrapolated)."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    first, last = rows[0], rows[-1]
-    return (last["time"] - first["time"]) / 60 * last["step"] / max(1, last["step"] - first["step"])
+def training_minutes(out: Path, student: str, preset: dict) -> float:
+    """Wall time of a student's runs from their logs' time stamps (the first logged steps of
+    each run extrapolated)."""
+    total = 0.0
+    for stage in range(len(stages(preset))):
+        metrics = run_dir(out, student, stage) / "metrics.jsonl"
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        first, last = rows[0], rows[-1]
+        total += (last["time"] - first["time"]) / 60 * last["step"] / max(1, last["step"] - first["step"])
+    return total
+
+
+def steps_text(student: str, preset: dict) -> str:
+    return " + ".join(f"{settings['steps'][student]} steps (lr {settings['lr'][student]})"
+                      for settings in stages(preset))
 
 
 def resumes(log: Path) -> list[str]:
@@ -445,9 +485,10 @@ def resumes(log: Path) -> list[str]:
             if marks else [])
 
 
-def model_card(student: str, path: Path, entry: dict, run_dir: Path, rows: dict,
-               bench_rows: list[dict], preset_name: str, seconds: dict, machine: str) -> str:
+def model_card(student: str, path: Path, entry: dict, out: Path, rows: dict,
+               bench_rows: list[dict], preset_name: str, machine: str) -> str:
     preset = PRESETS[preset_name]
+    runs = range(len(stages(preset)))
     lines = [
         f"# {student}: shipped weights", "",
         f"`lafs_edge.create_model(\"{student}\", pretrained=True)`; `lafs-edge models` lists it. "
@@ -460,14 +501,18 @@ def model_card(student: str, path: Path, entry: dict, run_dir: Path, rows: dict,
         f"projection to its 256-d embedding) on the unlabelled pool: "
         f"{sum(1 for _ in (REPO / POOL_LIST).open())} faces of "
         + ", ".join(POOL_SOURCES[:-1]) + " and the 132 CelebA train identities, aligned by "
-        f"their 5 points. {preset['steps'][student]} steps x batch {preset['batch']}, "
-        f"{preset['targets']} teacher targets (each face and its mirror image), lr "
-        f"{preset['lr'][student]} cosine, AdamW, {preset['precision']} autocast, "
-        f"{preset['threads']} thread. Machine: {machine}. Training wall time "
-        f"{training_minutes(run_dir):.0f} min (from its log; both students side by side). Command "
-        f"(run by `python experiments/edge_students.py --preset {preset_name}`):", "",
-        "```", shlex.join(distill_argv(student, preset, Path("runs/experiments/edge_students"))),
-        "```", "", *resumes(run_dir.parent / f"{student}.log"),
+        f"their 5 points. {steps_text(student, preset)} x batch {preset['batch']}"
+        + (" (the second run starts from the first one's weights with a new cosine schedule)"
+           if len(runs) > 1 else "")
+        + f", {preset['targets']} teacher targets (each face and its mirror image), cosine lr, "
+        f"AdamW, {preset['precision']} autocast, {preset['threads']} thread. Machine: {machine}. "
+        f"Training wall time {training_minutes(out, student, preset):.0f} min (from the logs; both "
+        f"students side by side). Commands (run by `python experiments/edge_students.py --preset "
+        f"{preset_name}`):", "",
+        "```", *[shlex.join(distill_argv(student, preset, Path("runs/experiments/edge_students"),
+                                         stage)) for stage in runs],
+        "```", "", *[line for stage in runs
+                     for line in resumes(out / f"{run_dir(out, student, stage).name}.log")],
         "## Accuracy", "",
         "Nothing below was used for training or int8 calibration. ORL and Yale aligned by the "
         "device pipeline (MediaPipe); rank-1 = mean over 5 draws of k enrolled images per "
@@ -543,10 +588,12 @@ def main() -> None:
 
     if not args.skip_train:
         timed("distillation", train_students, preset, args.out)
-    artifacts = args.out / "artifacts"
-    reports = timed("export and verify", export_and_verify, args.out, artifacts)
-    rows = timed("accuracy", accuracy, args.out, artifacts)
-    bench_json = timed("bench", bench, artifacts, args.out)
+    # One artifact folder per trained result: a rerun reuses finished exports of the same model.
+    artifacts = final_run(args.out, STUDENTS[0], preset).parent / \
+        ("artifacts" if len(stages(preset)) == 1 else "artifacts-continued")
+    reports = timed("export and verify", export_and_verify, args.out, preset, artifacts)
+    rows = timed("accuracy", accuracy, args.out, preset, artifacts)
+    bench_json = timed("bench", bench, artifacts)
     latency = {r["artifact"]: r["median_ms"] for r in bench_json["rows"]
                if r["batch"] == 1 and r["threads"] == 1}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -557,11 +604,11 @@ def main() -> None:
                                                "parity": reports, "bench": bench_json})
     (RESULTS / "edge_students.md").write_text(
         fragment(args, preset, rows, reports, bench_json["rows"], images, args.out, machine, seconds))
-    update_deploy_doc(reports, (args.out / "bench.md").read_text(), machine)
+    update_deploy_doc(reports, (artifacts / "bench.md").read_text(), machine)
     if args.ship:
         update_readme(rows, bench_json["rows"], machine)
         for student in STUDENTS:
-            ship(student, args.out, rows, bench_json["rows"], args.preset, seconds, machine)
+            ship(student, args.out, rows, bench_json["rows"], args.preset, machine)
     subprocess.run([sys.executable, str(Path(__file__).parent / "report.py")], check=True)
     print(f"done in {sum(seconds.values()):.0f} s ({seconds}): docs/results/edge_students.md")
 

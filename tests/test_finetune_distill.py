@@ -229,6 +229,24 @@ def test_projection_landmark_and_margin_terms(tmp_path):
                       torch.Tensor)
 
 
+def test_continued_distillation_keeps_its_projection(tmp_path):
+    """model.init from a distilled checkpoint: the student and the map it was trained through
+    both carry over (a fresh projection would undo the first run's fit); another teacher's
+    projection is not reused."""
+    teacher = tiny_checkpoint(tmp_path / "teacher.pt", seed=3, dim=48)
+    first = distill_task(tmp_path / "first", teacher)
+    with torch.no_grad():
+        first.student.projection.weight.normal_()
+    first.export(tmp_path / "first.pt")
+    continued = distill_task(tmp_path / "continued", teacher, f"model.init={tmp_path / 'first.pt'}")
+    assert torch.equal(continued.student.projection.weight, first.student.projection.weight)
+    images = torch.randn(2, 3, 112, 112)
+    torch.testing.assert_close(continued.student.eval()(images)[1], first.student.eval()(images)[1])
+    other = tiny_checkpoint(tmp_path / "other.pt", seed=5, dim=48)
+    fresh = distill_task(tmp_path / "fresh", other, f"model.init={tmp_path / 'first.pt'}")
+    assert not torch.equal(fresh.student.projection.weight, first.student.projection.weight)
+
+
 def test_landmark_distillation_needs_matching_counts(tmp_path, capsys):
     teacher = tiny_checkpoint(tmp_path / "teacher.pt", seed=3, num_landmarks=25)
     code = main(["train", "distill", f"distill.teacher={teacher}", "distill.landmark_weight=1.0",

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from ..align import CROP_SIZE
 from ..errors import UserError
 from ..models import PartViT, create_model, load_model, save_checkpoint
-from ..models.registry import atomic_torch_save
+from ..models.registry import atomic_torch_save, read_checkpoint
 from .loop import DistInfo, SeededDataset, Task, Trainer, TrainResult, wrap_ddp
 from .partial_fc import build_margin_loss
 from .sources import (NO_LABEL, build_source, chw_uint8, normalise, student_matrix,
@@ -148,7 +148,20 @@ class DistillTask(Task):
                 raise UserError(f"student width {width} != teacher width {target}: use "
                                 "distill.projection=auto")
             return nn.Identity()
-        return nn.Linear(width, target)
+        projection = nn.Linear(width, target)
+        saved = self.init_projection()
+        if saved is not None and saved["weight"].shape == projection.weight.shape:
+            # a continued distillation keeps the map its student was trained through
+            projection.load_state_dict(saved)
+        return projection
+
+    def init_projection(self) -> dict[str, torch.Tensor] | None:
+        """The projection saved with `model.init` when it was distilled from the same teacher."""
+        init = self.cfg["model"]["init"]
+        if not init:
+            return None
+        distilled = read_checkpoint(init).get("distill") or {}
+        return distilled.get("projection") if distilled.get("teacher") == self.teacher.name else None
 
     def check_landmark_distillation(self, model: nn.Module) -> None:
         if self.cfg["distill"]["landmark_weight"] <= 0:
