@@ -16,10 +16,11 @@ Steps (each prints what it produced; a summary table closes the run):
      TFLite and Core ML at int8 (calibrated on the step-2 faces), each checked against PyTorch
      with `lafs-edge verify` (Core ML's numeric check needs macOS; elsewhere its program is
      checked);
-  5. the device, with the shipped student's OpenVINO int8 artifact, on real photos: the six group
-     photos of the npm package @vladmandic/face-api (fetched once, sha256-checked): enroll three
-     people from one photo each, run the headless demo on the four other photos, and score it:
-     each enrolled person named where they appear, everyone else called unknown.
+  5. the device, with the shipped student's OpenVINO int8 artifact, on real photos that packages
+     ship (apps/group_photos.py; fetched once, sha256-checked): the six group photos of the npm
+     package @vladmandic/face-api and the four portraits of the face_recognition sdist on PyPI.
+     Enroll two people from one photo each, run the headless demo on the eight other photos, and
+     score it: each enrolled person named where they appear, everyone else called unknown.
 
     python -m lafs_edge.apps.quickstart [--data DIR] [--out runs/quickstart] [--steps N]
 """
@@ -36,6 +37,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..runtime.shipped import DEFAULT_STUDENT
+from .group_photos import CAST
 
 EXPORT_TARGETS = ("openvino", "tflite", "coreml")
 
@@ -214,7 +216,7 @@ def run_device(artifact: Path, out: Path) -> dict:
     import shutil
 
     from ..landmarks import FaceAnalyzer
-    from .group_photos import CAST, ENROLLMENT_PHOTOS, PHOTOS, expected_names, fetch_photos
+    from .group_photos import ENROLLMENT_PHOTOS, PHOTOS, expected_names, fetch_photos
 
     photos = fetch_photos()
     gallery = out / "people.db"
@@ -308,7 +310,7 @@ def run_all(args: argparse.Namespace, produced: Produced) -> None:
     exports = export_shipped(args.student, aligned, out, targets)
     for target, (folder, parity) in exports.items():
         produced.add(f"{args.student} {target} int8", folder, parity)
-    print("[5/5] the device: enroll three people from real group photos, headless demo on others")
+    print(f"[5/5] the device: enroll {len(CAST)} people from real photos, headless demo on others")
     device = run_device(exports[targets[0]][0], out / "device")
     verdicts = device["verdicts"]
     known = [v for v in verdicts if v[1] != "unknown"]
