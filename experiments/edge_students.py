@@ -62,7 +62,7 @@ PRESETS = {
             "checkpoint_every": {"part_fvit_tiny": 200, "mobilefacenet": 200},
             # A second run warm-started from the first (model.init) with a new, lower cosine
             # schedule: the first ends with the loss still falling (teacher cosine ~0.6).
-            "continue": {"steps": {"part_fvit_tiny": 2700, "mobilefacenet": 1800},
+            "continue": {"steps": {"part_fvit_tiny": 2000, "mobilefacenet": 1300},
                          "lr": {"part_fvit_tiny": 5e-4, "mobilefacenet": 1e-3},
                          "warmup_epochs": {"part_fvit_tiny": 0.02, "mobilefacenet": 0.02}}},
     # One GPU (bf16 autocast): online targets on posed, photometrically augmented views
