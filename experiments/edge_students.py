@@ -257,6 +257,64 @@ def accuracy(out: Path, preset: dict, artifacts: Path) -> dict[str, dict]:
     return rows
 
 
+def open_set_thresholds(out: Path, preset: dict) -> dict[str, float]:
+    """Each student's shipped threshold: the cosine at FAR 1e-3 over all impostor pairs of the
+    CelebA eval identities (PyTorch fp32)."""
+    from lafs_edge.convert.manifest import threshold_at_far
+    from lafs_edge.models import load_model
+
+    crops, labels = celeba_eval_crops()
+    return {s: round(threshold_at_far(embed_with(torch_embedder(load_model(
+        final_run(out, s, preset) / "model.pt")), crops), labels, 1e-3), 4) for s in STUDENTS}
+
+
+def demo_photo_cosines(artifacts: Path, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The quickstart's photos through the device pipeline (MediaPipe, 5-point alignment):
+    cosine of each cast pair and of the two pairs the teacher only matches at its threshold,
+    and the highest cosine of any stranger to an enrolled face, for the teacher and each
+    student's int8 artifacts, with the threshold the quickstart uses (the teacher's manifest,
+    the students' shipped one)."""
+    from lafs_edge.apps.group_photos import (CAST, ENROLLMENT_PHOTOS, HARD_PAIRS, PHOTOS,
+                                             expected_names, fetch_photos)
+    from lafs_edge.image import read_image
+    from lafs_edge.landmarks import FaceAnalyzer
+    from lafs_edge.runtime.embedder import Embedder
+
+    folder, analyzer = fetch_photos(), FaceAnalyzer()
+    photos = {}
+    for name in PHOTOS:
+        image = read_image(folder / name)
+        photos[name] = (image, sorted(analyzer.analyze(image), key=lambda f: f.box[0]))
+    models = {"teacher-fp16": (RUNS / "teacher-FP16", None)}
+    models.update({f"{s}-{t}-int8": (artifacts / f"{s}-{t}-int8", thresholds[s])
+                   for s in STUDENTS for t in ("openvino", "tflite")})
+    rows = {}
+    for row, (folder_, threshold) in models.items():
+        embedder = Embedder.from_artifact(folder_)
+        vectors = {name: embedder.embed(image, [f.points5 for f in faces])
+                   for name, (image, faces) in photos.items()}
+        enrolled = {person: vectors[p][i] for person, ((p, i), _) in CAST.items()}
+        pairs = {f"{person}: {other}": vectors[other][j] @ enrolled[person]
+                 for person, (_, seen) in CAST.items() for other, j in seen}
+        pairs.update({name: vectors[a][i] @ vectors[b][j]
+                      for name, ((a, i), (b, j)) in HARD_PAIRS.items()})
+        strangers = [vectors[p][j] @ v for p in PHOTOS if p not in ENROLLMENT_PHOTOS
+                     for j, truth in enumerate(expected_names(p, len(vectors[p])))
+                     if truth == "unknown" for v in enrolled.values()]
+        rows[row] = {**{k: round(float(v), 3) for k, v in pairs.items()},
+                     "top stranger": round(float(max(strangers)), 3),
+                     "threshold": round(float(threshold or embedder.threshold), 3)}
+    return rows
+
+
+def demo_photo_table(cosines: dict[str, dict[str, float]]) -> list[str]:
+    columns = list(next(iter(cosines.values())))
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {row} | " + " | ".join(f"{v:.3f}" for v in values.values()) + " |"
+              for row, values in cosines.items()]
+    return lines
+
+
 def bench(artifacts: Path) -> dict:
     path = artifacts / "bench"
     if not path.with_suffix(".json").is_file():
@@ -353,7 +411,8 @@ def parity_table(reports: dict) -> list[str]:
 
 
 def fragment(args, preset: dict, rows: dict, reports: dict, bench_rows: list[dict],
-             images: list[str], out: Path, machine: str, seconds: dict[str, float]) -> str:
+             images: list[str], out: Path, machine: str, seconds: dict[str, float],
+             cosines: dict[str, dict[str, float]]) -> str:
     lines = [
         "## The edge students", "",
         f"Produced by `python experiments/edge_students.py --preset {args.preset}` on {machine}. "
@@ -380,7 +439,15 @@ def fragment(args, preset: dict, rows: dict, reports: dict, bench_rows: list[dic
               *findings(rows, out, preset, bench_rows), "",
               "Latency: `lafs-edge bench`, median of 100 runs after warm-up; all settings "
               "(batch 8, all threads) and the parity of every artifact in "
-              "[deploy.md](deploy.md#measured-here).", ""]
+              "[deploy.md](deploy.md#measured-here).", "",
+              "### The quickstart's photos", "",
+              "Cosines through the device pipeline (MediaPipe -> 5 points -> each model's crop) on "
+              "the photos `make quickstart` uses (apps/group_photos.py): each enrolled person's "
+              "enrollment face against their other appearances, the two people the teacher "
+              "only matches at its threshold (strangers in the demo), and the highest cosine of "
+              "any of the 19 strangers to an enrolled face. A face is named when its cosine "
+              "reaches the model's threshold (last column).", "",
+              *demo_photo_table(cosines), ""]
     lines += [f"![{img}](results/{img})" for img in images]
     return "\n".join(lines) + "\n"
 
@@ -426,22 +493,18 @@ TERMS = ("Trained on research face datasets: UTKFace and CelebA are for **non-co
 
 
 def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_name: str,
-         machine: str) -> None:
+         threshold: float, machine: str) -> None:
     """Put a trained student into the package: fp16 weights (lafs_edge/weights/<name>.pt), its
     sha256 and open-set threshold in the index, and its model card."""
     import torch
 
-    from lafs_edge.convert.manifest import threshold_at_far
     from lafs_edge.fileio import atomic_write
-    from lafs_edge.models import load_model, read_checkpoint
+    from lafs_edge.models import read_checkpoint
     from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped
     from lafs_edge.runtime.manifest import sha256_file
 
     trained = final_run(out, student, PRESETS[preset_name]) / "model.pt"
     payload = read_checkpoint(trained)
-    crops, labels = celeba_eval_crops()
-    model = load_model(trained)
-    threshold = threshold_at_far(embed_with(torch_embedder(model), crops), labels, 1e-3)
     state = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     WEIGHTS.mkdir(exist_ok=True)
     path = WEIGHTS / f"{student}.pt"
@@ -594,6 +657,8 @@ def main() -> None:
     reports = timed("export and verify", export_and_verify, args.out, preset, artifacts)
     rows = timed("accuracy", accuracy, args.out, preset, artifacts)
     bench_json = timed("bench", bench, artifacts)
+    thresholds = timed("thresholds", open_set_thresholds, args.out, preset)
+    cosines = timed("demo photos", demo_photo_cosines, artifacts, thresholds)
     latency = {r["artifact"]: r["median_ms"] for r in bench_json["rows"]
                if r["batch"] == 1 and r["threads"] == 1}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -601,14 +666,17 @@ def main() -> None:
     machine = bench_json.get("machine") or platform.processor() or platform.machine()
     write_json(RESULTS / "edge_students.json", {"preset": args.preset, "machine": machine,
                                                "stage_seconds": seconds, "rows": rows,
-                                               "parity": reports, "bench": bench_json})
+                                               "parity": reports, "bench": bench_json,
+                                               "demo_photos": cosines})
     (RESULTS / "edge_students.md").write_text(
-        fragment(args, preset, rows, reports, bench_json["rows"], images, args.out, machine, seconds))
+        fragment(args, preset, rows, reports, bench_json["rows"], images, args.out, machine,
+                 seconds, cosines))
     update_deploy_doc(reports, (artifacts / "bench.md").read_text(), machine)
     if args.ship:
         update_readme(rows, bench_json["rows"], machine)
         for student in STUDENTS:
-            ship(student, args.out, rows, bench_json["rows"], args.preset, machine)
+            ship(student, args.out, rows, bench_json["rows"], args.preset, thresholds[student],
+                 machine)
     subprocess.run([sys.executable, str(Path(__file__).parent / "report.py")], check=True)
     print(f"done in {sum(seconds.values()):.0f} s ({seconds}): docs/results/edge_students.md")
 
