@@ -60,11 +60,11 @@ PRESETS = {
             "warmup_epochs": {"part_fvit_tiny": 0.1, "mobilefacenet": 0.1},
             "overrides": {"part_fvit_tiny": {"pool": "landmarks"}, "mobilefacenet": {}},
             "checkpoint_every": {"part_fvit_tiny": 200, "mobilefacenet": 200},
-            # A second run warm-started from the first (model.init) with a new, lower cosine
-            # schedule: the first ends with the loss still falling (teacher cosine ~0.6).
-            "continue": {"steps": {"part_fvit_tiny": 2000, "mobilefacenet": 1300},
-                         "lr": {"part_fvit_tiny": 5e-4, "mobilefacenet": 1e-3},
-                         "warmup_epochs": {"part_fvit_tiny": 0.02, "mobilefacenet": 0.02}}},
+            # mobilefacenet (the default student): a second run warm-started from the first
+            # (model.init) with a new, lower cosine schedule: the first ends with the loss still
+            # falling (teacher cosine ~0.6).
+            "continue": {"steps": {"mobilefacenet": 1300}, "lr": {"mobilefacenet": 1e-3},
+                         "warmup_epochs": {"mobilefacenet": 0.02}}},
     # One GPU (bf16 autocast): online targets on posed, photometrically augmented views
     # (the teacher runs on the host CPU through OpenVINO), 10 epochs of the pool.
     "gpu": {"batch": 256, "targets": "online", "threads": 8, "precision": "auto",
@@ -110,9 +110,10 @@ def pool_list(data: Path = SHARED_DATA) -> Path:
     return path
 
 
-def stages(preset: dict) -> list[dict]:
-    """The preset's training runs, in order: the first, then its warm-started continuation."""
-    return [preset] + ([{**preset, **preset["continue"]}] if "continue" in preset else [])
+def stages(preset: dict, student: str) -> list[dict]:
+    """A student's training runs, in order: the first, then its warm-started continuation."""
+    more = preset.get("continue", {})
+    return [preset] + ([{**preset, **more}] if student in more.get("steps", {}) else [])
 
 
 def run_dir(out: Path, student: str, stage: int) -> Path:
@@ -121,11 +122,11 @@ def run_dir(out: Path, student: str, stage: int) -> Path:
 
 def final_run(out: Path, student: str, preset: dict) -> Path:
     """The run whose model.pt is the preset's result."""
-    return run_dir(out, student, len(stages(preset)) - 1)
+    return run_dir(out, student, len(stages(preset, student)) - 1)
 
 
 def distill_argv(student: str, preset: dict, out: Path, stage: int = 0) -> list[str]:
-    settings = stages(preset)[stage]
+    settings = stages(preset, student)[stage]
     overrides = settings["overrides"][student]
     init = [f"model.init={run_dir(out, student, stage - 1) / 'model.pt'}"] if stage else []
     return ["lafs-edge", "train", "distill", "--config", "distill",
@@ -157,10 +158,10 @@ def train_students(preset: dict, out: Path) -> None:
     pool_list()
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(preset["threads"])}
-    for stage, settings in enumerate(stages(preset)):
-        pending = [s for s in STUDENTS
-                   if not finished(run_dir(out, s, stage), settings["steps"][s])]
-        if pending and settings["targets"] == "cached" and not (REPO / TARGET_CACHE).is_file():
+    for stage in range(max(len(stages(preset, s)) for s in STUDENTS)):
+        pending = [s for s in STUDENTS if stage < len(stages(preset, s)) and
+                   not finished(run_dir(out, s, stage), stages(preset, s)[stage]["steps"][s])]
+        if pending and preset["targets"] == "cached" and not (REPO / TARGET_CACHE).is_file():
             # compute the shared targets once, first
             run(distill_argv(pending[0], preset, RUNS / "targets_probe") + ["optim.max_steps=1"], 2)
         jobs = []
@@ -434,7 +435,7 @@ def fragment(args, preset: dict, rows: dict, reports: dict, bench_rows: list[dic
         + " min; a stage whose outputs were already there is reused, not rerun).", "",
         "The distillation commands (what the script ran):", "", "```"]
     lines += [shlex.join(distill_argv(s, preset, out, stage))
-              for stage in range(len(stages(preset))) for s in STUDENTS]
+              for s in STUDENTS for stage in range(len(stages(preset, s)))]
     lines += ["```", "", *accuracy_table(rows, bench_rows), "",
               *findings(rows, out, preset, bench_rows), "",
               "Latency: `lafs-edge bench`, median of 100 runs after warm-up; all settings "
@@ -525,7 +526,7 @@ def training_minutes(out: Path, student: str, preset: dict) -> float:
     """Wall time of a student's runs from their logs' time stamps (the first logged steps of
     each run extrapolated)."""
     total = 0.0
-    for stage in range(len(stages(preset))):
+    for stage in range(len(stages(preset, student))):
         metrics = run_dir(out, student, stage) / "metrics.jsonl"
         rows = [json.loads(line) for line in metrics.read_text().splitlines()]
         first, last = rows[0], rows[-1]
@@ -535,7 +536,7 @@ def training_minutes(out: Path, student: str, preset: dict) -> float:
 
 def steps_text(student: str, preset: dict) -> str:
     return " + ".join(f"{settings['steps'][student]} steps (lr {settings['lr'][student]})"
-                      for settings in stages(preset))
+                      for settings in stages(preset, student))
 
 
 def resumes(log: Path) -> list[str]:
@@ -551,7 +552,7 @@ def resumes(log: Path) -> list[str]:
 def model_card(student: str, path: Path, entry: dict, out: Path, rows: dict,
                bench_rows: list[dict], preset_name: str, machine: str) -> str:
     preset = PRESETS[preset_name]
-    runs = range(len(stages(preset)))
+    runs = range(len(stages(preset, student)))
     lines = [
         f"# {student}: shipped weights", "",
         f"`lafs_edge.create_model(\"{student}\", pretrained=True)`; `lafs-edge models` lists it. "
@@ -652,8 +653,7 @@ def main() -> None:
     if not args.skip_train:
         timed("distillation", train_students, preset, args.out)
     # One artifact folder per trained result: a rerun reuses finished exports of the same model.
-    artifacts = final_run(args.out, STUDENTS[0], preset).parent / \
-        ("artifacts" if len(stages(preset)) == 1 else "artifacts-continued")
+    artifacts = args.out / ("artifacts" if "continue" not in preset else "artifacts-continued")
     reports = timed("export and verify", export_and_verify, args.out, preset, artifacts)
     rows = timed("accuracy", accuracy, args.out, preset, artifacts)
     bench_json = timed("bench", bench, artifacts)
