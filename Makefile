@@ -11,24 +11,30 @@ PYTEST_ARGS ?=
 # kept (`make gui` switches to it; pip would put the other beside it, and both provide cv2).
 OPENCV ?= $(if $(wildcard $(VENV)/lib/python*/site-packages/opencv_python-*.dist-info),gui,headless)
 
-.PHONY: install test quickstart clean gui
+.PHONY: install test lint quickstart clean gui
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py constraints-cpu.txt
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test,$(OPENCV)]"
+	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test,lint,$(OPENCV)]"
 	@touch $@
 
 # The camera window's OpenCV in place of the headless build (uninstalled first: same cv2 files).
 gui: install
 	$(BIN)/python -m pip uninstall -y opencv-python-headless
-	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test,gui]"
+	$(BIN)/python -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[all,test,lint,gui]"
 
-# One pytest process per area (tests/run_groups.py says why); PYTEST_ARGS go to each.
+# A few pytest processes, by area marker (`pytest -m training` runs one area; tests/run_groups.py
+# says why, and what once crashed one long process). PYTEST_ARGS go to each.
 test: install
 	$(BIN)/python tests/run_groups.py -q $(PYTEST_ARGS)
+
+# ruff and mypy over the package (train/, convert/ and apps/ are lafs_edge's subpackages).
+lint: install
+	$(BIN)/ruff check lafs_edge train convert apps
+	$(BIN)/mypy
 
 quickstart: install
 	$(BIN)/python -m lafs_edge.apps.quickstart $(ARGS)

@@ -25,13 +25,18 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, cast
 
 import numpy as np
 
-from ..errors import UserError
-from ..gallery.pipeline import STAGES
-from ..landmarks.smoothing import _mesh_box   # the box the tracker matches on
+from lafs_edge.errors import UserError
+from lafs_edge.gallery.pipeline import STAGES
+from lafs_edge.landmarks.smoothing import _mesh_box  # the box the tracker matches on
+
+if TYPE_CHECKING:
+    import cv2
+
+    from lafs_edge.landmarks import Face
 
 WINDOW = "lafs-edge demo"
 GUI_MISSING = ("the camera window needs OpenCV's GUI build, but this OpenCV has none "
@@ -44,7 +49,7 @@ KNOWN, UNKNOWN, TEXT, BAND = (60, 200, 60), (60, 60, 230), (255, 255, 255), (32,
 @dataclass
 class FaceResult:
     track: int
-    face: object            # lafs_edge.landmarks.Face (smoothed points)
+    face: Face              # smoothed points
     name: str | None        # None: unknown
     score: float
     best: str | None
@@ -77,11 +82,11 @@ def check_source(source: str | int) -> None:
     """Fail at once, before models load or files are created, on a source that cannot exist."""
     if is_camera(source):
         return
-    path = Path(source)
+    path = Path(str(source))
     if not path.exists():
         raise UserError(f"no such video, image or folder: {source}")
     if path.is_dir():
-        from ..image import list_images
+        from lafs_edge.image import list_images
 
         if not list_images(path):
             raise UserError(f"no images under {path}")
@@ -93,6 +98,9 @@ class Source:
     Opening reads the first frame, so a missing camera or an unreadable video fails here, before
     a model loads or a window opens. `rate`: a file's frames per second (a video's own unless
     `fps` is given; 10 for images), None for a camera (it paces itself)."""
+    capture: cv2.VideoCapture | None
+    images: list[Path] | None
+    first: np.ndarray | None
 
     def __init__(self, source: str | int, fps: float | None = None):
         check_source(source)
@@ -102,9 +110,9 @@ class Source:
             self._open_capture(int(source), f"camera {source}")
             self.rate = fps
             return
-        path = Path(source)
+        path = Path(str(source))
         if path.is_dir() or _is_image(path):
-            from ..image import list_images
+            from lafs_edge.image import list_images
 
             self.images = list_images(path) if path.is_dir() else [path]
             self.rate = fps or 10.0
@@ -117,15 +125,16 @@ class Source:
         return self.images is not None and len(self.images) == 1
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
-        from ..image import read_image
+        from lafs_edge.image import read_image
 
+        rate = cast(float, self.rate)     # None only for a camera, timed by the clock
         if self.images is not None:
             for number, image in enumerate(self.images):
-                yield number / self.rate, read_image(image)
+                yield number / rate, read_image(image)
             return
         start, number, rgb = time.monotonic(), 0, self.first
         while rgb is not None:
-            yield (time.monotonic() - start if self.camera else number / self.rate), rgb
+            yield (time.monotonic() - start if self.camera else number / rate), rgb
             number += 1
             rgb = self._read()
 
@@ -149,6 +158,7 @@ class Source:
     def _read(self) -> np.ndarray | None:
         import cv2
 
+        assert self.capture is not None
         ok, bgr = self.capture.read()
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
 
@@ -186,7 +196,7 @@ class _quiet_opencv:
 
 class Demo:
     def __init__(self, recognizer, redetect_every: int = 5):
-        from ..landmarks import FaceTracker
+        from lafs_edge.landmarks import FaceTracker
 
         self.recognizer = recognizer
         self.tracker = FaceTracker()
@@ -250,7 +260,7 @@ class Demo:
     def resolve(self, typed: str) -> str:
         """The gallery's spelling of a typed name: an exact match, else the one person whose
         name differs only in case (some OpenCV windows cannot deliver capitals reliably)."""
-        from ..gallery.store import check_name
+        from lafs_edge.gallery.store import check_name
 
         name = check_name(typed)
         names = [p.name for p in self.gallery.people()]
@@ -272,7 +282,7 @@ class Demo:
     def mismatch(self, name: str, shot) -> float | None:
         """The cosine to `name`'s stored faces when the shot does not look like them (below the
         threshold); None for a new person or a match. Same rule as `lafs-edge enroll`."""
-        from ..gallery import person_match
+        from lafs_edge.gallery import person_match
 
         score = person_match(self.gallery, name, shot.embedding)
         return score if score is not None and score < self.recognizer.threshold else None
@@ -283,7 +293,7 @@ class Demo:
         return f"enrolled {added.name}" + self._readapt()
 
     def adapt(self) -> str:
-        from ..gallery.adapt import adapt_gallery
+        from lafs_edge.gallery.adapt import adapt_gallery
 
         report = adapt_gallery(self.gallery, self.recognizer.embedder)
         return (f"adapted {report.people} people in "
@@ -486,6 +496,7 @@ class Recorder:
 class VideoOut:
     """Annotated frames to a video file, written under a temporary name and renamed at the end
     (an interrupted run leaves no half-written file)."""
+    writer: cv2.VideoWriter | None
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = Path(path), fps
@@ -497,7 +508,7 @@ class VideoOut:
 
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"))
+            fourcc = cv2.VideoWriter.fourcc(*("mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"))
             self.size = (bgr.shape[1], bgr.shape[0])
             self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
             if not self.writer.isOpened():
@@ -522,7 +533,7 @@ def run_headless(demo: Demo, source: Source, out: Path | None, log: Path | None,
 
     video = VideoOut(out, source.rate or 15.0) if out else None
     recorder = Recorder(log)
-    best_snapshot = (-1, None)
+    best_snapshot: tuple[int, np.ndarray | None] = (-1, None)
     ok = False
     try:
         for number, (t, rgb) in enumerate(tqdm(source, desc="frames", unit="frame",
@@ -546,7 +557,7 @@ def run_headless(demo: Demo, source: Source, out: Path | None, log: Path | None,
     if snapshot and best_snapshot[1] is not None:
         import cv2
 
-        from ..image import write_image
+        from lafs_edge.image import write_image
 
         write_image(snapshot, cv2.cvtColor(best_snapshot[1], cv2.COLOR_BGR2RGB))
     return summary
@@ -591,7 +602,7 @@ def _display_refused(display: str) -> bool:
         return False
     if host in ("", "unix"):
         path = f"/tmp/.X11-unix/X{number}"
-        addresses = [(socket.AF_UNIX, path), (socket.AF_UNIX, "\0" + path)]  # file, abstract
+        addresses: list[tuple[socket.AddressFamily, str | tuple[str, int]]] = [(socket.AF_UNIX, path), (socket.AF_UNIX, "\0" + path)]  # file, abstract
     else:
         addresses = [(socket.AF_INET, (host, 6000 + int(number)))]
     for family, address in addresses:
@@ -616,7 +627,7 @@ class Window:
     """The OpenCV window: a plain one (no toolbar, no status bar), keys as full codes, and
     whether the user closed it (Qt would otherwise recreate it on the next frame)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         import cv2
 
         self.cv2 = cv2
@@ -691,7 +702,8 @@ class WindowSession:
         self.demo, self.window, self.recorder, self.video = demo, window, recorder, video
         self.status, self.status_until = KEY_HINT, time.monotonic() + 10
         self.hint = ""              # shown when no status is fresh
-        self.rgb, self.result = None, None
+        self.rgb: np.ndarray | None = None
+        self.result: FrameResult | None = None
         self.quitting = False
         self.paused = 0.0           # seconds spent in prompts: the playback clock skips them
 
@@ -705,6 +717,7 @@ class WindowSession:
     def redraw(self, line: str | None = None) -> np.ndarray:
         if line is None:
             line = self.status if time.monotonic() < self.status_until else self.hint
+        assert self.rgb is not None and self.result is not None   # frames come before keys
         annotated = draw(self.rgb, self.result, line, self.recorder.meter.text("display "),
                          status_rows=2)
         if not self.quitting:       # showing a closed window would open it again (Qt)
@@ -736,6 +749,7 @@ class WindowSession:
         elif char == "e":
             self._modal(self._enroll)
         elif char == "d":
+            assert self.result is not None
             named = [f.name for f in self.result.faces if f.name]
             self._modal(self._delete, named[0] if named else "")
         elif char == "a":
@@ -753,6 +767,7 @@ class WindowSession:
         name = self._ask_name("enroll", text)
         if name is None:
             return
+        assert self.rgb is not None and self.result is not None
         try:
             shot = self.demo.face_shot(self.rgb, self.result)
         except UserError as e:
@@ -819,11 +834,13 @@ class WindowSession:
             message = action(*args)
         except UserError as e:
             message = f"error: {e}"
+        assert self.result is not None
         self.result = self.demo.rematch(self.result)
         self._say(message)
 
     def _say(self, message: str) -> None:
         self.status, self.status_until = message, time.monotonic() + 4
+        assert self.result is not None
         self.recorder.action(self.result.index, message)
         self.redraw()
 

@@ -25,8 +25,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from ..errors import UserError
-from ..landmarks.fetch import cache_home, sha256_bytes
+from lafs_edge.errors import UserError
+from lafs_edge.landmarks.fetch import cache_home, sha256_bytes
 
 # archive URL -> (its sha256, its size in MB, {member path: (photo name, its sha256)})
 SOURCES = {
@@ -78,7 +78,9 @@ def fetch_photos(folder: Path | None = None, log=print) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
             for member, (name, digest) in members.items():
-                photo = archive.extractfile(member).read()
+                extracted = archive.extractfile(member)
+                assert extracted is not None   # a regular file: the archive's sha256 was checked
+                photo = extracted.read()
                 if sha256_bytes(photo) != digest:
                     raise UserError(f"{member} in {url} has an unexpected sha256")
                 with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", delete=False) as tmp:
@@ -97,7 +99,7 @@ def _download(url: str) -> bytes:
 
 
 def _valid(path: Path, digest: str) -> bool:
-    from ..runtime.manifest import sha256_file
+    from lafs_edge.runtime.manifest import sha256_file
 
     return path.is_file() and sha256_file(path) == digest
 

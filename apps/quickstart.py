@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..runtime.shipped import DEFAULT_STUDENT
-from .group_photos import CAST
+from lafs_edge.apps.group_photos import CAST
+from lafs_edge.errors import UserError
+from lafs_edge.runtime.shipped import DEFAULT_STUDENT
 
 EXPORT_TARGETS = ("openvino", "tflite", "coreml")
 
@@ -60,7 +60,7 @@ class Produced:
 
 def cli(*args) -> None:
     """Run one `lafs-edge` command in this process; a failure stops the quickstart."""
-    from ..cli import main
+    from lafs_edge.cli import main
 
     code = main([str(a) for a in args])
     if code != 0:
@@ -74,8 +74,8 @@ def generate_people(out: Path, people: int, views: int, seed: int = 0) -> Path:
     import cv2
     import skimage
 
-    from ..gallery.adapt import augment_crop
-    from ..image import read_image, write_image
+    from lafs_edge.gallery.adapt import augment_crop
+    from lafs_edge.image import read_image, write_image
 
     data = Path(skimage.__file__).parent / "data"
     faces = np.load(data / "lfw_subset.npy")[:100]          # the first 100 are faces
@@ -102,15 +102,16 @@ def prepare_faces(photos: Path, out: Path, progress: bool = True) -> tuple[Path,
     `photos` is only read). Returns (aligned root, list file, {person: [photo paths]})."""
     from tqdm import tqdm
 
-    from ..align import align_face
-    from ..image import read_image, write_image
-    from ..landmarks import FaceAnalyzer
-    from ..train.data.folders import scan_labelled
+    from lafs_edge.align import align_face
+    from lafs_edge.image import read_image, write_image
+    from lafs_edge.landmarks import FaceAnalyzer
+    from lafs_edge.train.data.folders import scan_labelled
 
     samples = scan_labelled(photos)
     if not samples:
         raise UserError(f"no labelled photos under {photos} (expected DIR/person/photo)")
-    analyzer, lines, found = FaceAnalyzer(), [], {}
+    analyzer, lines = FaceAnalyzer(), []
+    found: dict[str, list[Path]] = {}
     aligned_root = out / "aligned"
     for path, person in tqdm(samples, desc="detect + align", unit="photo", disable=not progress):
         image = read_image(path)
@@ -165,8 +166,8 @@ def train_stages(aligned: Path, list_file: Path, out: Path, steps: int,
 
 def export_shipped(student: str, aligned: Path, out: Path, targets) -> dict:
     """{target: (artifact folder, parity line)} of the shipped student at int8."""
-    from ..models.pretrained import weights_file
-    from ..runtime.manifest import read_manifest
+    from lafs_edge.models.pretrained import weights_file
+    from lafs_edge.runtime.manifest import read_manifest
 
     weights = weights_file(student)
     cli("export", weights, "--target", ",".join(targets), "--precision", "int8", "--calib", aligned,
@@ -190,7 +191,7 @@ def _parity_text(parity: dict) -> str:
 def enrollment_photo(photo: Path, index: int, analyzer, out: Path) -> Path:
     """The region of face `index` (left to right) of a group photo, with any other face in it
     greyed out, so that `enroll` sees exactly one face."""
-    from ..image import read_image, write_image
+    from lafs_edge.image import read_image, write_image
 
     image = read_image(photo)
     faces = sorted(analyzer.analyze(image), key=lambda f: f.box[0])
@@ -215,8 +216,8 @@ def run_device(artifact: Path, out: Path) -> dict:
     every face it reports against who is really there."""
     import shutil
 
-    from ..landmarks import FaceAnalyzer
-    from .group_photos import ENROLLMENT_PHOTOS, PHOTOS, expected_names, fetch_photos
+    from lafs_edge.apps.group_photos import ENROLLMENT_PHOTOS, PHOTOS, expected_names, fetch_photos
+    from lafs_edge.landmarks import FaceAnalyzer
 
     photos = fetch_photos()
     gallery = out / "people.db"
@@ -275,11 +276,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_all(args: argparse.Namespace, produced: Produced) -> None:
-    from ..models.pretrained import shipped
+    from lafs_edge.models.pretrained import shipped
 
     out = args.out
     if args.data is not None:   # bad input stops before anything runs
-        from ..train.data.folders import scan_labelled
+        from lafs_edge.train.data.folders import scan_labelled
 
         if not args.data.is_dir() or not scan_labelled(args.data):
             raise UserError(f"no labelled photos under {args.data} (expected DIR/person/photo)")

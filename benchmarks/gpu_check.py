@@ -80,8 +80,8 @@ def build_config(args: argparse.Namespace, out: Path) -> dict:
 
 def model_only(cfg: dict, device: torch.device, steps: int) -> dict:
     """The supervised step on one device-resident batch: no input pipeline in the timing."""
-    from lafs_edge.train.loop import DistInfo, autocast_dtype
-    from lafs_edge.train.supervised import SupervisedTask, build_dataset, split_decay
+    from lafs_edge.train.engine import DistInfo, autocast_dtype, split_decay
+    from lafs_edge.train.supervised import SupervisedTask, build_dataset
 
     _, classes = build_dataset(cfg["data"], 0)
     task = SupervisedTask(cfg, classes)

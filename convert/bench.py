@@ -13,14 +13,18 @@ from __future__ import annotations
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
-from ..runtime.backends import open_runtime
-from ..runtime.manifest import Manifest
+from lafs_edge.runtime.backends import open_runtime
+from lafs_edge.runtime.manifest import Manifest
+
+if TYPE_CHECKING:
+    from lafs_edge.models import FaceModel
 
 
 def timings(call: Callable[[], object], runs: int, warmup: int) -> dict[str, float]:
@@ -44,7 +48,7 @@ def file_size(folder: Path, manifest: Manifest) -> int:
     return total
 
 
-def torch_median(model: torch.nn.Module, batch: int, threads: int, runs: int, warmup: int) -> dict:
+def torch_median(model: FaceModel, batch: int, threads: int, runs: int, warmup: int) -> dict:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     x = torch.zeros(batch, 3, model.image_size, model.image_size).uniform_(-1, 1)
@@ -55,12 +59,12 @@ def torch_median(model: torch.nn.Module, batch: int, threads: int, runs: int, wa
         torch.set_num_threads(previous)
 
 
-def bench_artifact(folder: Path, manifest: Manifest, model: torch.nn.Module, batches=(1, 8),
+def bench_artifact(folder: Path, manifest: Manifest, model: FaceModel, batches=(1, 8),
                    threads=(1, 0), runs: int = 100, warmup: int = 10,
                    pytorch_cache: dict | None = None) -> list[dict[str, Any]]:
     """Rows for one artifact. `pytorch_cache` shares the PyTorch timings between artifacts of
     the same source model within one run (keyed by the source checkpoint's hash or record)."""
-    from ..models import count_flops
+    from lafs_edge.models import count_flops
 
     all_threads = os.cpu_count() or 1
     base = {"artifact": folder.name, "target": manifest.target, "precision": manifest.precision,
@@ -86,7 +90,7 @@ def bench_artifact(folder: Path, manifest: Manifest, model: torch.nn.Module, bat
             else:
                 row["executes_in"] = execution_precision(runtime)
                 x = _input(manifest, batch)
-                row.update(timings(lambda: runtime.run(x), runs, warmup))
+                row.update(timings(partial(runtime.run, x), runs, warmup))
                 row["faces_per_s"] = batch / (row["median_ms"] / 1e3)
                 row["speedup_vs_pytorch"] = reference["median_ms"] / row["median_ms"]
             rows.append(row)

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
-from .export import Converted, ExportModel
+from lafs_edge import __version__
+from lafs_edge.convert.export import Converted, ExportModel
+from lafs_edge.models import FaceModel
 
 DEPLOYMENT_TARGET = "iOS16"
 
 
-def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarray | None,
+def export(model: FaceModel, folder: Path, precision: str, calib: np.ndarray | None,
            float_groups: list[str]) -> Converted:
     import coremltools as ct
 

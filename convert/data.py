@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from lafs_edge.errors import UserError
 
 SIZE = 112
 
@@ -32,16 +32,16 @@ class FaceSet:
 
     def model_input(self) -> np.ndarray:
         """float32 NCHW in [-1, 1]: the PyTorch models' input."""
-        from ..image import to_model_input
+        from lafs_edge.image import to_model_input
 
         return to_model_input(self.images).numpy()
 
 
 def load_faces(folder: str | os.PathLike, limit: int | None = None, seed: int = 0) -> FaceSet:
     """Aligned faces from `folder`; `limit` picks that many at random (fixed `seed`), in file order."""
-    from ..image import read_image
-    from ..train.data.folders import scan_labelled, to_112
-    from ..train.data.landmarks import LandmarkFaces
+    from lafs_edge.image import read_image
+    from lafs_edge.train.data.folders import scan_labelled, to_112
+    from lafs_edge.train.data.landmarks import LandmarkFaces
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -15,14 +15,14 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..models import PartViT, sample_patches, set_fused_attention
+from lafs_edge.errors import UserError
+from lafs_edge.models import FaceModel, PartViT, sample_patches, set_fused_attention
 
 # target -> precisions it exports. ONNX is the interchange format (fp32); int8 and fp16 artifacts
 # come from the runtimes' own tools, which know their kernels.
@@ -73,12 +73,12 @@ class ExportModel(nn.Module):
     converters handle least consistently), the sampler as a sub-module, and an optional NHWC
     input (TFLite: Android bitmaps are NHWC). Numerically identical to `model(images)`."""
 
-    def __init__(self, model: nn.Module, layout: str = "NCHW"):
+    def __init__(self, model: FaceModel, layout: str = "NCHW"):
         super().__init__()
         self.model = model.eval()
         self.layout = layout
         self.is_part_vit = isinstance(model, PartViT)
-        if self.is_part_vit:
+        if isinstance(model, PartViT):
             set_fused_attention(model, False)
             self.sampler = PatchSampler(model.patch_size, model.sampler)
 
@@ -87,8 +87,9 @@ class ExportModel(nn.Module):
             images = images.permute(0, 3, 1, 2)
         if not self.is_part_vit:
             return self.model(images)
-        points = self.model.landmarks(images)
-        return self.model.encode_patches(self.sampler(images, points))
+        model = cast(PartViT, self.model)
+        points = model.landmarks(images)
+        return model.encode_patches(self.sampler(images, points))
 
     def example(self, batch: int = 1) -> torch.Tensor:
         size = self.model.image_size
@@ -99,7 +100,10 @@ class ExportModel(nn.Module):
         return np.ascontiguousarray(nchw.transpose(0, 2, 3, 1) if self.layout == "NHWC" else nchw)
 
 
-def fuse_batchnorm(model: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def fuse_batchnorm(model: M) -> M:
     """A copy of `model` (eval) with every Conv2d -> BatchNorm2d pair folded into the conv.
 
     Lossless in eval mode. OpenVINO's frontend folds them too, but renames the fused conv
@@ -121,7 +125,7 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     return fused
 
 
-def build_artifact(model: nn.Module, target: str, precision: str, folder: str | os.PathLike,
+def build_artifact(model: FaceModel, target: str, precision: str, folder: str | os.PathLike,
                    calib: np.ndarray | None, float_groups: list[str], finish) -> Path:
     """Convert into a temporary folder, let `finish(tmp, converted)` write the manifest, then
     rename the temporary folder to `folder` (an existing artifact there is replaced)."""
@@ -148,12 +152,12 @@ def build_artifact(model: nn.Module, target: str, precision: str, folder: str | 
 
 
 def load_source(model_arg: str, overrides: dict[str, Any] | None = None,
-                seed: int = 0) -> tuple[nn.Module, dict[str, Any], str | None]:
+                seed: int = 0) -> tuple[FaceModel, dict[str, Any], str | None]:
     """MODEL (checkpoint path or registry name) -> (model, source record, checkpoint path).
 
     Registry names give random weights drawn after `torch.manual_seed(seed)`, so `verify` and
     `bench` can rebuild the very same source model from the manifest's record."""
-    from ..models import list_models, load_model
+    from lafs_edge.models import list_models, load_model
 
     overrides = dict(overrides or {})
     if model_arg in list_models():
@@ -168,10 +172,10 @@ def load_source(model_arg: str, overrides: dict[str, Any] | None = None,
     return model, {"checkpoint": str(path.resolve()), "overrides": overrides}, str(path)
 
 
-def load_recorded_source(manifest, model_arg: str | None = None) -> nn.Module:
+def load_recorded_source(manifest, model_arg: str | None = None) -> FaceModel:
     """The PyTorch model an artifact came from: `model_arg` if given, else the manifest's record.
     A checkpoint must match the manifest's source_checkpoint_sha256."""
-    from ..runtime.manifest import sha256_file
+    from lafs_edge.runtime.manifest import sha256_file
 
     record = manifest.parity.get("source") or {}
     if model_arg is None:

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..align import ARCFACE_TEMPLATE_112
-from ..runtime.backends import sha256_path
-from ..runtime.manifest import InputSpec, Manifest, sha256_file
-from .export import Converted
+from lafs_edge import __version__
+from lafs_edge.align import ARCFACE_TEMPLATE_112
+from lafs_edge.convert.export import Converted
+from lafs_edge.runtime.backends import sha256_path
+from lafs_edge.runtime.manifest import InputSpec, Manifest, sha256_file
 
 # Converter packages per target (recorded with their versions; a runtime may need the same).
 CONVERTERS = {
@@ -56,11 +56,12 @@ def make_manifest(name: str, target: str, precision: str, folder: Path, converte
 
 
 def threshold_at_far(embeddings: np.ndarray, labels: np.ndarray, far: float = FAR) -> float:
-    """Cosine threshold whose false-accept rate over every impostor pair is <= `far`."""
-    from ..train.evaluate.verification import roc_curve
+    """Cosine threshold whose false-accept rate over every impostor pair is <= `far`: the lowest
+    ROC threshold that keeps it there. Pairs with tied scores are accepted together, so when a
+    tie straddles `far` the threshold stays above it (the FAR is never exceeded)."""
+    from lafs_edge.train.evaluate.verification import pair_scores, roc_curve
 
     normalised = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     i, j = np.triu_indices(len(labels), k=1)
-    scores = np.einsum("ij,ij->i", normalised[i], normalised[j])
-    fpr, _, thresholds = roc_curve(scores, labels[i] == labels[j])
+    fpr, _, thresholds = roc_curve(pair_scores(normalised, i, j), labels[i] == labels[j])
     return float(thresholds[fpr <= far][-1])

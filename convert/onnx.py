@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import Converted, ExportModel, fuse_batchnorm
+from lafs_edge.convert.export import Converted, ExportModel, fuse_batchnorm
+from lafs_edge.models import FaceModel
 
 OPSET = 18
 
 
-def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarray | None,
+def export(model: FaceModel, folder: Path, precision: str, calib: np.ndarray | None,
            float_groups: list[str]) -> Converted:
     wrapped = ExportModel(fuse_batchnorm(model), "NCHW")
     path = folder / "model.onnx"

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import Converted, ExportModel, fuse_batchnorm
+from lafs_edge.convert.export import Converted, ExportModel, fuse_batchnorm
+from lafs_edge.models import FaceModel
 
 
-def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarray | None,
+def export(model: FaceModel, folder: Path, precision: str, calib: np.ndarray | None,
            float_groups: list[str]) -> Converted:
     import openvino as ov
 
@@ -25,8 +26,9 @@ def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarr
     with quiet():
         ov_model = to_openvino(wrapped, size)
         if precision == "int8":
-            from .quantize import float_paths
+            from lafs_edge.convert.quantize import float_paths
 
+            assert calib is not None   # build_artifact: int8 needs calibration faces
             ov_model = nncf_quantize(ov_model, wrapped, calib, float_paths(wrapped, float_groups))
             kept_float = list(float_groups)
     ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=precision == "fp16")

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..runtime.manifest import Manifest, write_manifest
-from .data import FaceSet, load_faces
-from .export import Converted, build_artifact, load_source
-from .manifest import make_manifest, threshold_at_far
-from .verify import require_labels, torch_embeddings, verify_artifact
+from lafs_edge.convert.data import FaceSet, load_faces
+from lafs_edge.convert.export import Converted, build_artifact, load_source
+from lafs_edge.convert.manifest import make_manifest, threshold_at_far
+from lafs_edge.convert.verify import require_labels, torch_embeddings, verify_artifact
+from lafs_edge.errors import UserError
+from lafs_edge.runtime.manifest import Manifest, write_manifest
 
 
 def export_models(model_arg: str, targets: list[str], precision: str, out: str | Path,
@@ -27,7 +27,7 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
     if hasattr(model, "sampler"):
         # Deploy the gather form unless asked otherwise, whatever the model trained with
         # (training may use grid_sample for speed: the two agree within 1e-5).
-        model.sampler = sampler or "gather"
+        setattr(model, "sampler", sampler or "gather")
     calib_faces = load_faces(calib, limit=calib_count) if calib else None
     pair_faces = _pair_faces(pairs, pairs_count, calib_faces)
     calib_input = calib_faces.model_input() if calib_faces is not None else None
@@ -36,8 +36,10 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
         extra["sampler"] = model.sampler
     float_groups: list[str] = []
     if precision == "int8":
-        from .quantize import choose_float_groups
+        from lafs_edge.convert.quantize import choose_float_groups
 
+        if calib_input is None:
+            raise UserError("int8 needs calibration faces: pass --calib DIR")
         sensitivity = choose_float_groups(model, calib_input)
         float_groups = sensitivity.float_groups
         extra["int8_sensitivity"] = sensitivity.to_dict()
@@ -53,7 +55,7 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
             manifest = make_manifest(name, target, precision, tmp, converted, model.embedding_dim,
                                      checkpoint, extra)
             write_manifest(manifest, tmp)
-            if pair_faces is not None:
+            if pair_faces is not None and reference is not None:
                 _add_threshold_and_parity(manifest, tmp, model, pair_faces, reference,
                                           str(pairs or calib))
             if recommended is not None:
@@ -63,14 +65,14 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
 
         folder = Path(out) / f"{name}-{target}-{precision}"
         build_artifact(model, target, precision, folder, calib_input, float_groups, finish)
-        from ..runtime.manifest import read_manifest
+        from lafs_edge.runtime.manifest import read_manifest
 
         results.append((folder, read_manifest(folder)[0]))
     return results
 
 
 def _checkpoint_threshold(path: str) -> float | None:
-    from ..models import read_checkpoint
+    from lafs_edge.models import read_checkpoint
 
     value = read_checkpoint(path).get("threshold")
     return float(value) if value is not None else None
@@ -92,6 +94,7 @@ def _add_threshold_and_parity(manifest: Manifest, folder: Path, model, faces: Fa
     source = "runtime"
     if embeddings is None:  # Core ML off macOS: the PyTorch embeddings stand in
         embeddings, source = reference, "pytorch"
+    assert faces.labels is not None   # require_labels / _pair_faces: labelled faces only
     manifest.threshold = threshold_at_far(embeddings, faces.labels)
     report.update({"data": data, "threshold_from": source})
     manifest.parity.update(report)

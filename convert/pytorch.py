@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..models import save_checkpoint
-from .export import Converted
+from lafs_edge.convert.export import Converted
+from lafs_edge.models import FaceModel, save_checkpoint
 
 
-def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarray | None,
+def export(model: FaceModel, folder: Path, precision: str, calib: np.ndarray | None,
            float_groups: list[str]) -> Converted:
     save_checkpoint(model, folder / "model.pt")
     size = model.image_size

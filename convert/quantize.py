@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .export import ExportModel, PatchSampler
+from lafs_edge.convert.export import ExportModel, PatchSampler
+from lafs_edge.models import FaceModel, PartViT
 
 TOLERANCE = 0.002  # largest mean-cosine drop one group may cost
 TARGET_COSINE = 0.995  # simulated int8 model vs float, on the calibration faces (margin over 0.99)
@@ -50,12 +51,12 @@ class Sensitivity:
 def quant_groups(wrapped: ExportModel) -> dict[str, list[str]]:
     """group label -> module paths (prefixes) in the wrapped model."""
     model = wrapped.model
-    if wrapped.is_part_vit:
+    if isinstance(model, PartViT):
         names = ["model.landmarks.trunk", "model.landmarks.head", "sampler", "model.patch_embed",
                  *[f"model.blocks.{i}" for i in range(len(model.blocks))], "model.norm"]
         return {name: [name] for name in names}
     # MobileFaceNet: the stem, each stage of bottlenecks, the 512-channel conv, GDC, embedding.
-    from ..models.cnn_student import STAGES
+    from lafs_edge.models.cnn_student import STAGES
 
     groups = {"stem": ["model.features.0", "model.features.1"]}
     index = 2
@@ -80,7 +81,7 @@ def float_paths(wrapped: ExportModel, labels: list[str]) -> list[str]:
     return paths + (ALWAYS_FLOAT_PART_VIT if wrapped.is_part_vit else [])
 
 
-def choose_float_groups(model: nn.Module, calib: np.ndarray, tolerance: float = TOLERANCE,
+def choose_float_groups(model: FaceModel, calib: np.ndarray, tolerance: float = TOLERANCE,
                         with_torchao: bool = False) -> Sensitivity:
     """Measure every group's sensitivity on `calib` (float32 NCHW faces) and pick the float ones."""
     wrapped = ExportModel(model, "NCHW")
@@ -96,7 +97,7 @@ def choose_float_groups(model: nn.Module, calib: np.ndarray, tolerance: float = 
         mixed = _mixed_cosine(wrapped, images, groups, float_groups, ranges, reference)
         # Small drops add up: keep the next most sensitive group float until the whole model
         # meets the target (or nothing is left to quantize).
-        for group in sorted(groups, key=drops.get, reverse=True):
+        for group in sorted(groups, key=drops.__getitem__, reverse=True):
             if mixed >= TARGET_COSINE:
                 break
             if group not in float_groups:
@@ -193,7 +194,7 @@ def _quantized(module: nn.Module, input_ranges: list[tuple[float, float]]):
             module.weight.data = original
 
 
-def torchao_dynamic_cosine(model: nn.Module, images: torch.Tensor, reference: torch.Tensor) -> float:
+def torchao_dynamic_cosine(model: FaceModel, images: torch.Tensor, reference: torch.Tensor) -> float:
     """PyTorch-side int8 with torchao: every nn.Linear int8 (dynamic per-token activations,
     per-channel weights); convolutions stay float (torchao's CPU int8 path covers Linear)."""
     import copy

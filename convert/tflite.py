@@ -15,23 +15,26 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import fx
 
-from .export import Converted, ExportModel
+from lafs_edge.convert.export import Converted, ExportModel
+from lafs_edge.models import FaceModel
 
 
-def export(model: torch.nn.Module, folder: Path, precision: str, calib: np.ndarray | None,
+def export(model: FaceModel, folder: Path, precision: str, calib: np.ndarray | None,
            float_groups: list[str]) -> Converted:
     wrapped = ExportModel(model, "NHWC")
     example = wrapped.example(1)
     path = folder / "model.tflite"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         if precision == "int8":
-            from .quantize import float_paths
+            from lafs_edge.convert.quantize import float_paths
 
+            assert calib is not None   # build_artifact: int8 needs calibration faces
             data = _convert_int8(wrapped, example, wrapped.to_layout(calib),
                                  float_paths(wrapped, float_groups))
         else:
@@ -125,7 +128,7 @@ def fold_input_independent(graph_module: fx.GraphModule) -> int:
     parameter): `arange`, masks built from it... and store the results as buffers. Parameters are
     never folded, so quantization patterns (weight -> linear) stay intact. Returns how many."""
     graph = graph_module.graph
-    values: dict[fx.Node, object] = {}
+    values: dict[fx.Node, Any] = {}
     for node in graph.nodes:
         if node.op != "call_function" or not all(n in values for n in node.all_input_nodes):
             continue

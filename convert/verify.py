@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..runtime.manifest import Manifest
-from .data import FaceSet
+from lafs_edge.convert.data import FaceSet
+from lafs_edge.errors import UserError
+from lafs_edge.runtime.manifest import Manifest
 
 # precision -> (statistic, minimum cosine)
 COSINE_LIMITS = {"fp32": ("mean_cosine", 0.9999), "fp16": ("mean_cosine", 0.999),
@@ -38,13 +38,13 @@ def torch_embeddings(model: torch.nn.Module, faces: FaceSet, batch: int = 64) ->
 
 
 def runtime_embeddings(folder: Path, faces: FaceSet) -> np.ndarray:
-    from ..runtime.embedder import Embedder
+    from lafs_edge.runtime.embedder import Embedder
 
     return Embedder.from_artifact(folder).embed_crops(faces.images)
 
 
 def verification_accuracy(embeddings: np.ndarray, labels: np.ndarray) -> float:
-    from ..train.evaluate.verification import kfold_accuracy, make_pairs, pair_scores
+    from lafs_edge.train.evaluate.verification import kfold_accuracy, make_pairs, pair_scores
 
     first, second, issame = make_pairs(labels, seed=0)
     return kfold_accuracy(pair_scores(embeddings, first, second), issame)["accuracy"]

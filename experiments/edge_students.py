@@ -35,9 +35,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faces import (REPO, RESULTS, RUNS, SHARED_DATA, aligned_faces, aligned_folder,  # noqa: E402
-                   celeba_eval_crops, celeba_eval_faces, embed_with, evaluate, face_points,
-                   torch_embedder, write_json)
+from faces import (  # noqa: E402
+    REPO,
+    RESULTS,
+    RUNS,
+    SHARED_DATA,
+    aligned_faces,
+    aligned_folder,
+    celeba_eval_crops,
+    celeba_eval_faces,
+    embed_with,
+    evaluate,
+    face_points,
+    torch_embedder,
+    write_json,
+)
 
 TEACHER_YAML = "train/configs/teachers/retail_0095.yaml"
 TEACHER_XML = SHARED_DATA.parent / "models" / "face-reidentification-retail-0095"

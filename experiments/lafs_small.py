@@ -583,7 +583,7 @@ def fragment(summ: dict, results: dict, study: Study, command: str, files: dict,
     sep = "|---" * (len(settings()) + 1) + "|"
     out = [
         "## LAFS pretraining with few labels, in small (issue 8.2-8.3)", "",
-        "Does LAFS self-supervised pretraining (DESIGN.md section 2) help when labels are few? "
+        "Does LAFS self-supervised pretraining ([architecture.md](architecture.md#the-method)) help when labels are few? "
         "Three arms at the same compute, each fine-tuned on k = 1 and 3 labelled images per "
         "identity of ORL (40 people) and Yale (15 people), evaluated on the held-out images only.",
         "",

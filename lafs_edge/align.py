@@ -24,7 +24,7 @@ CROP_SIZE = 112
 
 
 def template_for(width: int, height: int, base: np.ndarray = ARCFACE_TEMPLATE_112,
-                 base_size: tuple[int, int] = (112, 112)) -> np.ndarray:
+                 base_size: tuple[float, float] = (112, 112)) -> np.ndarray:
     """The template scaled to another crop size (e.g. 128x128 for an external model)."""
     return base * np.array([width / base_size[0], height / base_size[1]])
 

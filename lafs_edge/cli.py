@@ -7,14 +7,16 @@ and a missing optional dependency (say, coremltools) only affects the commands t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
+import logging
 import os
 import signal
 import sys
 import traceback
 
-from .errors import UserError
+from lafs_edge.errors import UserError
 
 # name -> (module, one-line help). Nested groups ("train supervised") use a space.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,7 +55,7 @@ class OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from lafs_edge import __version__
 
     parser = OneLineErrors(prog="lafs-edge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lafs-edge {__version__}")
@@ -79,41 +81,79 @@ def _configure(parser: argparse.ArgumentParser, module_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     previous = _exit_cleanly_on_sigterm()
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as e:
-        if e.name == "cv2":   # neither OpenCV build is a base dependency: the user picks one
-            print("error: OpenCV is not installed: pip install 'lafs-edge[headless]' (or "
-                  "'lafs-edge[gui]' for the camera window)", file=sys.stderr)
-            return 2
-        return _unexpected(e)
-    except OSError as e:
-        print(f"error: {describe_os_error(e)}", file=sys.stderr)
-        return 2
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # never a traceback for users; LAFS_EDGE_DEBUG=1 shows it
-        return _unexpected(e)
+        with _log_to_stderr():
+            return int(importlib.import_module(args._module).run(args) or 0)
+    except (Exception, KeyboardInterrupt) as e:
+        if debugging():   # users get one line; the traceback only when asked for, whatever the type
+            traceback.print_exc()
+        return report(e)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _unexpected(e: Exception) -> int:
-    if os.environ.get("LAFS_EDGE_DEBUG"):
-        traceback.print_exc()
-    print(f"error: {type(e).__name__}: {e} (set LAFS_EDGE_DEBUG=1 for the traceback)",
-          file=sys.stderr)
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parse_args`, except that `key=value` overrides may also follow the options (argparse
+    fills a command's positionals from the first run of them, so `export MODEL --target onnx
+    model.overrides.depth=1` would otherwise be refused)."""
+    args, extras = parser.parse_known_args(argv)
+    overrides = getattr(args, "overrides", None)
+    if extras and isinstance(overrides, list) and all(
+            "=" in item and not item.startswith("-") for item in extras):
+        overrides.extend(extras)
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def debugging() -> bool:
+    return os.environ.get("LAFS_EDGE_DEBUG", "") not in ("", "0")
+
+
+def report(e: BaseException) -> int:
+    """Print the one-line message for `e`; returns the exit code."""
+    if isinstance(e, Terminated):
+        print("terminated", file=sys.stderr)
+        return 143
+    if isinstance(e, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return 130
+    if isinstance(e, ModuleNotFoundError) and e.name == "cv2":
+        # neither OpenCV build is a base dependency: the user picks one
+        print("error: OpenCV is not installed: pip install 'lafs-edge[headless]' (or "
+              "'lafs-edge[gui]' for the camera window)", file=sys.stderr)
+        return 2
+    if isinstance(e, (UserError, FileNotFoundError, ValueError)):
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if isinstance(e, OSError):
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    hint = "" if debugging() else " (set LAFS_EDGE_DEBUG=1 for the traceback)"
+    print(f"error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
     return 1
+
+
+@contextlib.contextmanager
+def _log_to_stderr():
+    """Library modules log through `logging` (a logger per module, under "lafs_edge"); while a
+    command runs their messages go to stderr as `lafs-edge: message`, INFO and up (DEBUG with
+    LAFS_EDGE_DEBUG). The handler is made per call, on the stderr of that moment, and removed
+    after, so a program calling `main` keeps its own logging setup."""
+    logger = logging.getLogger("lafs_edge")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lafs-edge: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debugging() else logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _exit_cleanly_on_sigterm():
@@ -133,7 +173,7 @@ def _terminated(signum, frame):
     raise Terminated
 
 
-OS_ERROR_HINTS = {
+OS_ERROR_HINTS: dict[int | None, str] = {  # OSError.errno may be None
     errno.EEXIST: "already exists (as a file where a folder is needed, or the reverse)",
     errno.ENOTDIR: "a file is in the way where a folder is needed",
     errno.EISDIR: "is a folder, a file is needed",

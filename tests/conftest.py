@@ -9,6 +9,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: an unmarked test must not vanish silently
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test belongs to exactly one area (pyproject.toml: the markers described "area: ..."),
+    so `pytest -m <area>` selects it."""
+    areas = {line.partition(":")[0] for line in config.getini("markers")
+             if line.partition(":")[2].strip().startswith("area:")}
+    wrong = sorted({item.nodeid.split("::")[0] for item in items
+                    if len(areas & {mark.name for mark in item.iter_markers()}) != 1})
+    if wrong:
+        raise pytest.UsageError(
+            f"test files without exactly one area marker: {', '.join(wrong)}. Add one "
+            f"module-level line after the imports, `pytestmark = pytest.mark.<area>`, "
+            f"area one of: {', '.join(sorted(areas))} (pyproject.toml lists them)")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = SHARED / "data"

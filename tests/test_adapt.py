@@ -13,6 +13,8 @@ from lafs_edge.gallery.adapt import AdaptConfig, adapt_gallery, augment_crop, tr
 from lafs_edge.gallery.evaluate import few_shot_identification
 from lafs_edge.gallery.pipeline import _png
 
+pytestmark = pytest.mark.device
+
 PEOPLE, PHOTOS = 18, 6      # ORL subset: 12 enrolled, 6 strangers
 
 

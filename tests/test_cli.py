@@ -10,6 +10,8 @@ import pytest
 from lafs_edge.cli import COMMANDS, build_parser, main
 from lafs_edge.image import write_image
 
+pytestmark = pytest.mark.cli
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lafs_edge.cli", *args], capture_output=True,

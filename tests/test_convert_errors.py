@@ -11,8 +11,9 @@ from lafs_edge.convert.export import build_artifact
 from lafs_edge.errors import UserError
 from lafs_edge.models import create_model
 
-TINY = ["--override", "depth=1", "--override", "dim=64", "--override", "heads=1",
-        "--override", "mlp_dim=128"]
+pytestmark = pytest.mark.conversion
+
+TINY = ["model.overrides.preset=test"]  # lafs_edge.models.registry.PRESETS
 
 
 def _one_error_line(capsys) -> str:

@@ -22,7 +22,9 @@ from lafs_edge.models import create_model, save_checkpoint
 from lafs_edge.runtime.backends import open_runtime, sha256_path
 from lafs_edge.runtime.manifest import read_manifest, sha256_file
 
-TINY = {"part_fvit_tiny": dict(depth=1, dim=64, heads=1, mlp_dim=128), "mobilefacenet": {}}
+pytestmark = pytest.mark.conversion
+
+TINY = {"part_fvit_tiny": dict(preset="test"), "mobilefacenet": {}}  # registry PRESETS
 MODELS = list(TINY)
 PRECISIONS = ("fp32", "fp16", "int8")
 # int8 on untrained weights: 0.95 (they are int8-hostile, e.g. 0.93 for all-int8 MobileFaceNet);
@@ -118,7 +120,7 @@ def test_manifest_is_complete_and_honest(name, precision, artifacts, checkpoints
         if manifest.weights_file:
             assert manifest.weights_sha256 == sha256_file(folder / manifest.weights_file)
         assert manifest.source_checkpoint_sha256 == sha256_file(checkpoints[name])
-        assert manifest.embedding_dim == (64 if name == "part_fvit_tiny" else 128)
+        assert manifest.embedding_dim == (32 if name == "part_fvit_tiny" else 128)
         assert manifest.alignment["crop_size"] == [112, 112]
         assert -1.0 < manifest.threshold < 1.0
         assert manifest.converters["torch"] == torch.__version__

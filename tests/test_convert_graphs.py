@@ -11,7 +11,9 @@ from lafs_edge.convert.pipeline import export_models
 from lafs_edge.models import load_model
 from lafs_edge.runtime.backends import open_runtime
 
-TINY_VIT = dict(depth=1, dim=64, heads=1, mlp_dim=128)
+pytestmark = pytest.mark.conversion
+
+TINY_VIT = dict(preset="test")  # lafs_edge.models.registry.PRESETS
 
 
 def _faces(count=4, seed=0):

@@ -12,6 +12,8 @@ from lafs_edge.train.data.folders import LabelledFolder, UnlabelledFolder, to_11
 from lafs_edge.train.data.kshot import kshot_parameters, select_kshot, write_kshot_list
 from lafs_edge.train.data.landmarks import LandmarkFaces, read_landmark_list
 
+pytestmark = pytest.mark.data
+
 
 def test_orl_folders(shared_data):
     orl = LabelledFolder(shared_data / "orl")

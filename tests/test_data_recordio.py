@@ -11,9 +11,11 @@ import pytest
 from lafs_edge.cli import main
 from lafs_edge.errors import UserError
 from lafs_edge.train.data.folders import LabelledFolder, to_112
-from lafs_edge.train.data.recordio import (RecordIODataset, RecordIOFile, RecordIOWriter,
-                                           pack_record, IRHeader)
+from lafs_edge.train.data.recordio import (IRHeader, RecordIODataset, RecordIOFile, RecordIOWriter,
+                                           pack_record)
 from lafs_edge.train.data.webdataset import WebDatasetShards
+
+pytestmark = pytest.mark.data
 
 MAGIC = 0xCED7230A
 

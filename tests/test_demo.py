@@ -13,6 +13,8 @@ import pytest
 
 from lafs_edge.cli import main
 
+pytestmark = pytest.mark.device
+
 REPO = Path(__file__).resolve().parents[1]
 
 FRAME = (184, 224)          # ORL's 92x112, twice the size (BlazeFace wants some margin)
@@ -263,9 +265,9 @@ def test_gui_extra_and_make_keep_one_opencv(tmp_path):
     site.mkdir(parents=True)
     dry_run = lambda: subprocess.run(["make", "-n", "-B", "install", f"VENV={venv}"], cwd=REPO,
                                      capture_output=True, text=True, check=True).stdout
-    assert '".[all,test,headless]"' in dry_run()
+    assert '".[all,test,lint,headless]"' in dry_run()
     (site / "opencv_python-5.0.0.93.dist-info").mkdir()
-    assert '".[all,test,gui]"' in dry_run()
+    assert '".[all,test,lint,gui]"' in dry_run()
 
 
 # --- what the window does, driven by scripted keys (no display needed) ---------------------------

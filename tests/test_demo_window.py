@@ -20,6 +20,8 @@ import pytest
 
 from lafs_edge.cli import main
 
+pytestmark = pytest.mark.device
+
 REPO = Path(__file__).resolve().parents[1]
 GUI_TARGET = REPO / ".cv2-gui"         # the GUI build alone, put first on PYTHONPATH
 FRAME = (320, 240)

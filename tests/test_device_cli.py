@@ -9,6 +9,8 @@ import pytest
 from lafs_edge.cli import main
 from lafs_edge.gallery import Gallery
 
+pytestmark = pytest.mark.device
+
 
 @pytest.fixture(scope="module")
 def orl(shared_data):

@@ -10,7 +10,10 @@ import pytest
 from lafs_edge.errors import UserError
 from lafs_edge.image import read_image
 from lafs_edge.runtime.embedder import Embedder
-from lafs_edge.runtime.manifest import InputSpec, Manifest, read_manifest, sha256_file, write_manifest
+from lafs_edge.runtime.manifest import (InputSpec, Manifest, read_manifest, sha256_file,
+                                        write_manifest)
+
+pytestmark = pytest.mark.device
 
 RETAIL_README_TEMPLATE_96x112 = [(30.2946, 51.6963), (65.5318, 51.5014), (48.0252, 71.7366),
                                  (33.5493, 92.3655), (62.7299, 92.2041)]
@@ -45,7 +48,7 @@ def test_manifest_external_command_writes_the_readme_preprocessing(shared_models
 
 def test_external_model_matches_a_direct_openvino_call(retail_0095, astronaut):
     """Preprocessing from the manifest == the README's recipe done by hand (BGR, 0-255, NCHW)."""
-    import openvino as ov
+    from lafs_edge.runtime.openvino import shared_core
 
     image, points = astronaut
     embedder = Embedder.from_artifact(retail_0095["FP16"])
@@ -53,8 +56,8 @@ def test_external_model_matches_a_direct_openvino_call(retail_0095, astronaut):
     ours = embedder.embed_crops([crop])[0]
     manifest = embedder.manifest
     # f32 on both sides: this CPU plugin would otherwise run the reference in bf16.
-    compiled = ov.Core().compile_model(manifest.model_file, "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = shared_core().compile_model(manifest.model_file, "CPU",
+                                           {"INFERENCE_PRECISION_HINT": "f32"})
     by_hand = crop[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)[None]   # RGB -> BGR, NCHW
     reference = compiled(by_hand)[compiled.output(0)].reshape(-1)
     reference /= np.linalg.norm(reference)
@@ -149,3 +152,27 @@ def test_one_interface_over_pytorch_onnx_runtime_and_openvino(tmp_path, shared_d
     for target, vectors in outputs.items():
         assert vectors.shape == (3, model.embedding_dim)
         np.testing.assert_allclose(vectors, reference, atol=2e-4, err_msg=target)
+
+
+def test_two_openvino_artifacts_freed_leave_signal_handling_working(retail_0095, tmp_path):
+    """OpenVINO's CPU plugin ties the thread's signal stack to the Core that compiled a model:
+    with a Core per artifact, two embedders freed in creation order made the next Python-handled
+    signal (here torch DataLoader's kind, SIGCHLD from a finished child) a SIGSEGV."""
+    import subprocess
+    import sys
+
+    script = f"""
+import gc, signal, subprocess, sys
+from lafs_edge.runtime.embedder import Embedder
+first = Embedder.from_artifact({str(retail_0095["FP16"])!r})
+second = Embedder.from_artifact({str(retail_0095["FP16-INT8"])!r})
+del first, second
+gc.collect()
+signal.signal(signal.SIGCHLD, lambda *_: None)
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("alive")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "alive", (done.returncode, done.stderr)
+

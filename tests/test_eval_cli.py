@@ -19,7 +19,9 @@ from lafs_edge.train.data.landmarks import read_landmark_list
 from lafs_edge.train.evaluate.ijb import evaluate_ijb, read_meta
 from lafs_edge.train.evaluate.verification import verification_report, write_bin
 
-TINY = dict(depth=1, dim=64, heads=2, head_dim=32, mlp_dim=128, num_landmarks=16)
+pytestmark = pytest.mark.evaluation
+
+TINY = dict(preset="test")  # lafs_edge.models.registry.PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Verification, IJB template and k-shot metrics against independent computations
-(scikit-learn's roc_curve / roc_auc_score / KFold, brute-force loops written here)."""
+"""Verification, IJB template and k-shot metrics. The ROC and the folds come from scikit-learn;
+what is built on them (TAR at FAR, AUC, the accuracy threshold, k-fold accuracy, the export
+threshold) is checked against independent computations (roc_auc_score, brute-force loops)."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,8 @@ from lafs_edge.train.evaluate.kshot import identification_report, kshot_split, o
 from lafs_edge.train.evaluate.verification import (best_threshold, kfold_accuracy, load_bin,
                                                    make_pairs, roc_curve, tar_at_far,
                                                    verification_report, write_bin)
+
+pytestmark = pytest.mark.evaluation
 
 
 def _scores(n=2000, seed=0, ties=True):
@@ -79,6 +82,18 @@ def test_kfold_accuracy_matches_independent_loop():
     assert len(result["fold_accuracies"]) == 10
 
 
+def test_threshold_at_far_accepts_tied_scores_together():
+    from lafs_edge.convert.manifest import threshold_at_far
+
+    # Identity 0 twice at 0 degrees, identities 1 and 2 at +-60: the genuine pair scores 1, four
+    # impostor pairs tie at cos 60 = 0.5 and one scores -0.5 (FAR 0, 4/5, 1 at those thresholds).
+    angles = np.radians([0.0, 0.0, 60.0, -60.0])
+    embeddings = np.stack([np.cos(angles), np.sin(angles)], 1)
+    labels = np.array([0, 0, 1, 2])
+    assert threshold_at_far(embeddings, labels, 0.5) == pytest.approx(1.0)  # not inside the tie
+    assert threshold_at_far(embeddings, labels, 0.8) == pytest.approx(0.5)
+
+
 def test_metrics_reject_bad_input():
     with pytest.raises(UserError, match="NaN"):
         roc_curve([0.1, np.nan], [True, False])
@@ -86,6 +101,8 @@ def test_metrics_reject_bad_input():
         roc_curve([0.1, 0.2], [True, True])
     with pytest.raises(UserError, match="one score per pair"):
         roc_curve([0.1, 0.2], [True])
+    with pytest.raises(UserError, match="cannot make 1 folds"):
+        kfold_accuracy([0.1, 0.2, 0.3], [True, False, True], folds=1)
 
 
 def test_make_pairs_is_seeded_and_balanced():

@@ -5,6 +5,9 @@ faces that fall and resume."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +20,17 @@ from lafs_edge.image import read_image
 from lafs_edge.models import create_model, load_model, save_checkpoint
 from lafs_edge.train.config import load_config
 from lafs_edge.train.distill import DistillTask, DistillViews, random_pose
+from lafs_edge.train.engine import DistInfo
 from lafs_edge.train.finetune import FinetuneTask, layer_decay_groups, perturb_landmarks
-from lafs_edge.train.loop import DistInfo
 from lafs_edge.train.sources import template_change
 from lafs_edge.train.teachers import CheckpointTeacher, load_teacher, teacher_geometry
 
+pytestmark = pytest.mark.training
+
 REPO = Path(__file__).resolve().parents[1]
 TEACHER_YAML = REPO / "train" / "configs" / "teachers" / "retail_0095.yaml"
-TINY = dict(depth=1, dim=32, heads=2, head_dim=16, mlp_dim=64, num_landmarks=16,
-            landmark_dropout=0.0)
-TINY_OVERRIDES = ("model.overrides={depth: 1, dim: 32, heads: 2, head_dim: 16, mlp_dim: 64, "
-                  "num_landmarks: 16, landmark_dropout: 0.0}")
+TINY = dict(preset="test")  # lafs_edge.models.registry.PRESETS: dim 32, 16 landmarks
+TINY_OVERRIDES = "model.overrides={preset: test}"
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 NO_POSE = ["augment.flip=0.0", "augment.rotate_deg=0.0", "augment.scale=[1.0, 1.0]",
            "augment.shift=0.0"]
@@ -262,7 +265,7 @@ def test_distill_smoke_run_from_the_external_teacher(shared_data, shared_models,
     and the run resumes."""
     out = tmp_path / "run"
     args = ["train", "distill", "--config", "distill_smoke",
-            f"distill.teacher={teacher_yaml(tmp_path, shared_models)}", TINY_OVERRIDES,
+            f"distill.teacher={teacher_yaml(tmp_path, shared_models)}",
             f"data.list_file={wild5_subset(shared_data, tmp_path, 96)}",
             f"data.root={shared_data / 'wild5'}", f"output_dir={out}", "data.num_workers=0",
             "optim.batch_size=16", "optim.max_steps=24", "optim.warmup_epochs=0.5",
@@ -277,7 +280,7 @@ def test_distill_smoke_run_from_the_external_teacher(shared_data, shared_models,
     checkpoint = torch.load(out / "model.pt", weights_only=True)
     assert checkpoint["distill"]["teacher"] == "face-reidentification-retail-0095"
     assert not any(k.startswith("projection") for k in checkpoint["state_dict"])
-    assert checkpoint["distill"]["projection"]["weight"].shape == (256, 32)
+    assert checkpoint["distill"]["projection"]["weight"].shape == (256, 96)  # distill_smoke's dim
 
 
 def test_cached_targets_are_the_teachers_embeddings_of_each_view(shared_data, shared_models,
@@ -321,6 +324,28 @@ def test_cached_targets_are_the_teachers_embeddings_of_each_view(shared_data, sh
     other.write_text("\n".join(subset.read_text().splitlines()[:5]) + "\n")
     dataset, _ = build_dataset({**cfg, "data": {**cfg["data"], "list_file": str(other)}})
     assert len(dataset) == 5  # stale key: recomputed for the new list
+
+
+def test_two_ranks_share_cached_targets_through_a_barrier(tmp_path):
+    """torchrun, 2 CPU ranks, distill.targets=cached: the process group starts before the data,
+    rank 0 computes and saves the targets while rank 1 waits at a barrier, then loads them;
+    training runs on that same group (started once, ended once)."""
+    teacher = tiny_checkpoint(tmp_path / "teacher.pt", seed=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "lafs_edge.cli", "train", "distill", f"distill.teacher={teacher}",
+           "distill.targets=cached", "model.arch=part_fvit_tiny", TINY_OVERRIDES,
+           "data.format=synthetic", "data.synthetic_size=8", "data.synthetic_classes=4",
+           "data.num_workers=0", "optim.batch_size=2", "optim.max_steps=2",
+           "train.progress=false", "train.log_every=1", f"output_dir={tmp_path / 'out'}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("teacher targets: 8/8 faces") == 1, done.stdout  # rank 0 alone
+    assert (tmp_path / "out" / "teacher_targets.pt").is_file()
+    assert [r["step"] for r in metrics(tmp_path / "out")] == [1, 2]
+    states = [torch.load(tmp_path / "out" / "checkpoints" / "step_00000002" / f"rank{r:05d}.pt",
+                         weights_only=True) for r in range(2)]
+    assert [s["world"] for s in states] == [2, 2]
 
 
 def test_cached_targets_refuse_landmark_distillation(tmp_path, capsys):

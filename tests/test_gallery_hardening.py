@@ -20,6 +20,8 @@ from lafs_edge.cli import main
 from lafs_edge.errors import UserError
 from lafs_edge.gallery import ErasureIncomplete, Gallery, Shot, person_match
 
+pytestmark = pytest.mark.device
+
 MODEL_A = "a" * 64
 
 

@@ -9,6 +9,8 @@ import pytest
 from lafs_edge.gallery.evaluate import few_shot_identification
 from lafs_edge.image import read_image
 
+pytestmark = pytest.mark.device
+
 
 @pytest.fixture(scope="module")
 def recognizer(retail_0095, face_analyzer):

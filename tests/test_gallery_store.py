@@ -18,6 +18,8 @@ import pytest
 from lafs_edge.errors import UserError
 from lafs_edge.gallery import FingerprintMismatch, Gallery, Shot
 
+pytestmark = pytest.mark.device
+
 MODEL_A, MODEL_B = "a" * 64, "b" * 64
 
 

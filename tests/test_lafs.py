@@ -20,15 +20,15 @@ from lafs_edge.cli import main
 from lafs_edge.models import create_model, load_model, sample_patches, save_checkpoint
 from lafs_edge.train import dino
 from lafs_edge.train.config import load_config
+from lafs_edge.train.engine import DistInfo, seed_everything
 from lafs_edge.train.lafs import LAFSTask, train
-from lafs_edge.train.loop import DistInfo, seed_everything
-from lafs_edge.train.views import (Photometric, adjust_hue, gaussian_blur, grid_ids, grid_points,
-                                   fixed_ids, grid_views, landmark_views, perturb,
-                                   shuffled_ids)
+from lafs_edge.train.views import (Photometric, adjust_hue, fixed_ids, gaussian_blur, grid_ids,
+                                   grid_points, grid_views, landmark_views, perturb, shuffled_ids)
+
+pytestmark = pytest.mark.training
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_OVERRIDES = ("model.overrides={depth: 1, dim: 32, heads: 2, head_dim: 16, mlp_dim: 64, "
-                  "num_landmarks: 16, landmark_dropout: 0.0}")
+TINY_OVERRIDES = "model.overrides={preset: test}"  # registry PRESETS: dim 32, 16 landmarks
 TINY = [TINY_OVERRIDES, "model.arch=part_fvit_tiny", "landmarks.allow_random=true",
         "data.format=synthetic", "data.synthetic_size=16", "data.num_workers=0",
         "dino.out_dim=64", "dino.hidden_dim=32", "dino.bottleneck_dim=16",
@@ -343,8 +343,7 @@ def test_pretraining_needs_a_landmark_checkpoint_unless_allowed(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "landmarks.checkpoint is required" in err[0]
     wrong = tmp_path / "wrong.pt"
-    save_checkpoint(create_model("part_fvit_tiny", depth=1, dim=32, heads=2, head_dim=16,
-                                 mlp_dim=64, num_landmarks=9), wrong)
+    save_checkpoint(create_model("part_fvit_tiny", preset="test", num_landmarks=9), wrong)
     code = main(["train", "pretrain", *TINY, f"landmarks.checkpoint={wrong}",
                  f"output_dir={tmp_path / 'b'}"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -366,11 +365,11 @@ def test_pretrain_smoke_run_on_real_faces_falls_and_resumes(shared_data, tmp_pat
     checkpoint: the DINO loss falls; the run stops half-way and resumes to the end.
     (At this scale a longer run collapses to the uniform solution, loss ln K: tiny DINO runs
     need the short horizon; the engine tests above check the mechanics.)"""
-    stage1 = tmp_path / "stage1.pt"
-    save_checkpoint(create_model("part_fvit_tiny", depth=1, dim=32, heads=2, head_dim=16,
-                                 mlp_dim=64, num_landmarks=16, landmark_dropout=0.0), stage1)
+    stage1 = tmp_path / "stage1.pt"  # the smoke config's own model (its landmark count)
+    smoke_model = load_config("pretrain", ["pretrain_smoke"])["model"]["overrides"]
+    save_checkpoint(create_model("part_fvit_tiny", **smoke_model), stage1)
     out = tmp_path / "run"
-    args = ["train", "pretrain", "--config", "pretrain_smoke", TINY_OVERRIDES,
+    args = ["train", "pretrain", "--config", "pretrain_smoke",
             f"data.list_file={wild5_subset(shared_data, tmp_path, 64)}",
             f"data.root={shared_data / 'wild5'}", f"landmarks.checkpoint={stage1}",
             f"output_dir={out}", "data.num_workers=0", "optim.batch_size=8", "views.local_views=2",

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lafs_edge.landmarks.blazeface import (FULL_RANGE, SHORT_RANGE, decode, letterbox,
-                                           ssd_anchors, weighted_nms)
+from lafs_edge.landmarks.blazeface import (FULL_RANGE, SHORT_RANGE, decode, letterbox, ssd_anchors,
+                                           weighted_nms)
 from lafs_edge.landmarks.mesh import Roi, roi_from_detection
+
+pytestmark = pytest.mark.device
 
 # Counted by looking at the photos: sample1 three women (one looking down), sample2 three
 # (the left one in three-quarter profile, the middle one looking down), sample3 three.

@@ -8,6 +8,8 @@ import pytest
 from lafs_edge.cli import main
 from lafs_edge.landmarks.fetch import MODELS, ModelsUnavailable, missing_models, model_path
 
+pytestmark = pytest.mark.device
+
 
 def test_corrupted_cached_model_is_noticed(mediapipe_models, tmp_path):
     for name in MODELS:
@@ -19,7 +21,7 @@ def test_corrupted_cached_model_is_noticed(mediapipe_models, tmp_path):
     assert missing_models(tmp_path) == ["face_landmark.tflite"]
 
 
-def test_offline_fetch_fails_with_a_clear_message(tmp_path, monkeypatch, capsys):
+def test_offline_fetch_fails_with_a_clear_message(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")   # nothing listens there
     monkeypatch.setenv("PIP_RETRIES", "0")
     monkeypatch.setenv("PIP_TIMEOUT", "2")
@@ -27,7 +29,7 @@ def test_offline_fetch_fails_with_a_clear_message(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("LAFS_EDGE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ModelsUnavailable, match="lafs-edge fetch-models"):
         model_path("face_landmark.tflite")
-    assert "fetching them now" in capsys.readouterr().err
+    assert "fetching them now" in caplog.text   # a warning: shown even without logging set up
     assert missing_models() == list(MODELS)
 
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lafs_edge.landmarks import FaceTracker, OneEuroFilter
+
+pytestmark = pytest.mark.device
 
 
 def test_still_point_jitter_is_reduced():

@@ -8,6 +8,8 @@ import pytest
 from lafs_edge.image import read_image
 from lafs_edge.landmarks.mesh import roi_from_mesh
 
+pytestmark = pytest.mark.device
+
 
 @pytest.fixture(scope="module")
 def photo(shared_data):

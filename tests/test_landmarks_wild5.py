@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
 from lafs_edge.align import align_face
 from lafs_edge.image import read_image
+
+pytestmark = pytest.mark.device
 
 SAMPLE_EVERY = 50   # 153 of the 7,641 faces, spread over both halves (lfw_5590 and net_7876)
 # Measured on this sample: mean 0.051 (docs/device.md has the full set). A wrong point order,

@@ -8,9 +8,12 @@ import torch
 from lafs_edge.models import (ArcFace, CosFace, DINOHead, count_parameters, create_model,
                               list_models, load_model, save_checkpoint, set_fused_attention)
 from lafs_edge.models.mobilenetv3 import MobileNetV3Trunk
+from lafs_edge.models.registry import PRESETS
+
+pytestmark = pytest.mark.models
 
 MODELS = list_models()
-# Every registered preset, plus the landmark read-out the shipped part_fvit_tiny uses.
+# Every registered model, plus the landmark read-out the shipped part_fvit_tiny uses.
 VARIANTS = [(name, {}) for name in MODELS] + [("part_fvit_tiny", {"pool": "landmarks"})]
 
 
@@ -26,12 +29,22 @@ def _faces(batch, seed=0):
     return torch.rand(batch, 3, 112, 112, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def test_registry_lists_the_presets():
+def test_registry_lists_the_models():
     assert {"part_fvit_base", "part_fvit_small", "part_fvit_tiny", "mobilefacenet"} <= set(MODELS)
     with pytest.raises(ValueError, match="unknown model"):
         create_model("resnet9000")
     with pytest.raises(ValueError, match="bad override"):
         create_model("part_fvit_tiny", widthh=3)
+
+
+def test_a_preset_sits_under_the_callers_overrides_and_checkpoints_resolve_it(tmp_path):
+    model = create_model("part_fvit_tiny", preset="test", depth=2)
+    assert model.arch_config == {**PRESETS["test"], "depth": 2}
+    assert model.embedding_dim == PRESETS["test"]["dim"] and len(model.blocks) == 2
+    save_checkpoint(model, tmp_path / "model.pt")
+    assert load_model(tmp_path / "model.pt").arch_config == model.arch_config
+    with pytest.raises(ValueError, match="unknown preset 'huge'; registered: test"):
+        create_model("part_fvit_tiny", preset="huge")
 
 
 def test_forward_and_backward(model):
@@ -77,7 +90,7 @@ def test_onnx_export_matches_onnxruntime(model, tmp_path):
 
 def _reference_part_fvit_parameters(n=196, patch=8, dim=768, depth=12, heads=11, head_dim=64,
                                     mlp=2048) -> int:
-    """Counted by hand from the reference architecture (DESIGN.md section 2): a ViT over 196
+    """Counted by hand from the reference architecture (docs/architecture.md, "The method"): a ViT over 196
     landmark tokens (vit-pytorch layout: bias-free qkv, projection with bias, pre-norm blocks) and
     a MobileNetV3-Large landmark CNN whose trunk ends at 160 channels, + Linear(160, 2N)."""
     inner = heads * head_dim

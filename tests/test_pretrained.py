@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from lafs_edge.models import create_model, list_models
-from lafs_edge.models import pretrained
+from lafs_edge.models import create_model, list_models, pretrained
 from lafs_edge.models.pretrained import shipped
+
+pytestmark = pytest.mark.models
 
 SHIPPED = sorted(shipped())
 

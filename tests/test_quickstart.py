@@ -12,6 +12,8 @@ import pytest
 from lafs_edge.apps import quickstart
 from lafs_edge.train.data.landmarks import read_landmark_list
 
+pytestmark = pytest.mark.quickstart
+
 pytest.importorskip("skimage")
 
 

@@ -15,7 +15,9 @@ from lafs_edge.runtime import litert
 from lafs_edge.runtime.backends import open_runtime
 from lafs_edge.runtime.manifest import read_manifest, write_manifest
 
-TINY = dict(depth=1, dim=64, heads=1, mlp_dim=128)
+pytestmark = pytest.mark.conversion
+
+TINY = dict(preset="test")  # lafs_edge.models.registry.PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ import torch
 from lafs_edge.models import sample_patches, sample_patches_reference
 from lafs_edge.models.sampler import METHODS, _sample_gather, gather_form
 
+pytestmark = pytest.mark.models
+
 # Every implementation behind the public methods: the default "gather" runs the export form when
 # traced/exported and grid_sample in eager mode; the flat eager gather is kept for benchmarks.
 FORMS = {

@@ -8,6 +8,8 @@ import torch
 from lafs_edge.train.augment import (RANDAUGMENT_OPS, FaceAugment, hflip, mixup, rand_augment,
                                      random_resized_crop, to_tensor)
 
+pytestmark = pytest.mark.training
+
 
 @pytest.fixture()
 def face():

@@ -9,6 +9,9 @@ import yaml
 from lafs_edge.cli import main
 from lafs_edge.errors import UserError
 from lafs_edge.train.config import CONFIG_DIR, load_config, save_config
+from lafs_edge.train.config_schema import STAGES, leaves
+
+pytestmark = pytest.mark.training
 
 
 def test_file_then_overrides_merge_in_order(tmp_path):
@@ -60,7 +63,7 @@ def test_every_packaged_config_loads_over_the_supervised_defaults():
 
 
 def test_cli_reports_a_bad_key_in_one_line(capsys):
-    assert main(["train", "supervised", "head.kind=softmax", "--print-config"]) == 0
+    assert main(["train", "supervised", "head.kind=arcface", "--print-config"]) == 0
     assert main(["train", "supervised", "optim.lrr=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: command line: unknown config key 'optim.lrr' (did you mean optim.lr?)"]
@@ -93,19 +96,111 @@ def test_out_of_range_values_in_a_file_are_refused_too(tmp_path):
 
 
 def test_every_numeric_setting_of_every_stage_has_a_range():
-    from lafs_edge.train.config import RANGES, check_ranges, flatten
-
-    for stage in ("supervised", "pretrain", "finetune", "distill"):
-        cfg = load_config(stage, [f"{stage}_smoke"])
-        check_ranges(cfg)
-        for name, value in flatten(load_config(stage)):
-            values = value if isinstance(value, list) else [value]
-            if values and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                              for v in values):
-                assert name in RANGES, f"{stage}: {name} has no range"
+    for stage, schema in STAGES.items():
+        load_config(stage, [f"{stage}_smoke"])
+        for name, leaf in leaves(schema):
+            if leaf.kind in (int, float, list):
+                assert leaf.range is not None, f"{stage}: {name} has no range"
 
 
 def test_cli_reports_an_out_of_range_setting_in_one_line(capsys):
     assert main(["train", "supervised", "optim.batch_size=-4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: config: optim.batch_size = -4 is out of range: must be in [1, inf)"]
+
+
+# Issue 15: the schema (train/config_schema.py) checks types, choices and ranges at load; each of
+# these used to load and fail (or train wrongly) later, deep inside a stage.
+@pytest.mark.parametrize("stage, override, message", [
+    ("supervised", "head.kind=softmax",
+     "command line: head.kind expects one of cosface, arcface, got 'softmax'"),
+    ("supervised", "train.device=gpu", "train.device expects one of auto, cuda, cpu, got 'gpu'"),
+    ("finetune", "train.precision=fp8", "train.precision expects one of auto, fp32, bf16, fp16"),
+    ("supervised", "data.format=landmarks",
+     "data.format expects one of folder, recordio, webdataset, synthetic, got 'landmarks'"),
+    ("pretrain", "views.kind=grid", "views.kind expects one of landmarks, random_crops"),
+    ("pretrain", "dino.export=ema", "dino.export expects one of teacher, student"),
+    ("distill", "distill.loss=l1", "distill.loss expects one of cosine, l2, got 'l1'"),
+    ("distill", "distill.projection=sometimes",
+     "distill.projection expects one of auto, always, never, got 'sometimes'"),
+    ("distill", "distill.targets=disk", "distill.targets expects one of online, cached"),
+])
+def test_a_value_outside_the_allowed_choices_fails_at_load(stage, override, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_config(stage, [], [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("head.margin=abc", "head.margin expects float or null, got 'abc'"),
+    ("optim.lr=null", "optim.lr expects float, got None"),
+    ("data.root=3", "data.root expects str or null, got 3"),
+    ("optim.betas=[0.9]", "optim.betas expects a list of 2 numbers, got [0.9]"),
+    ("augment.crop_scale=[0.5, x]", "augment.crop_scale expects a list of 2 numbers"),
+])
+def test_a_value_of_the_wrong_type_fails_at_load(override, message):
+    with pytest.raises(UserError, match=re.escape(f"command line: {message}")):
+        load_config("supervised", [], [override])
+
+
+def test_a_float_written_without_a_dot_is_read_as_a_float_everywhere():
+    """YAML 1.1 reads `1e-1` as a string; a nullable float (head.margin) used to keep it."""
+    cfg = load_config("supervised", [], ["head.margin=1e-1", "augment.crop_scale=[4e-1, 1]"])
+    assert cfg["head"]["margin"] == 0.1 and cfg["augment"]["crop_scale"] == [0.4, 1.0]
+    with pytest.raises(UserError, match=re.escape("head.margin = 2.0 is out of range: must be "
+                                                  "in [0, 1.5]")):
+        load_config("supervised", [], ["head.margin=2e0"])
+
+
+@pytest.mark.parametrize("stage, override, fragment", [
+    ("pretrain", "views.local_crop_scale=[0.5, 0.2]", "must be a [low, high] pair"),
+    ("pretrain", "augment.blur_prob=[1.0, 0.1, 1.5]", "augment.blur_prob = [1.0, 0.1, 1.5] is out"),
+    ("distill", "distill.embedding_weight=-1", "distill.embedding_weight = -1.0 is out of range"),
+    ("finetune", "finetune.layer_decay=0", "finetune.layer_decay = 0.0 is out of range"),
+])
+def test_out_of_range_values_of_every_stage_fail_at_load(stage, override, fragment):
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        load_config(stage, [], [override])
+
+
+def test_cli_reports_a_bad_choice_in_one_line(capsys):
+    assert main(["train", "distill", "distill.loss=l1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: command line: distill.loss expects one of cosine, l2, got 'l1'"]
+
+
+def engine_defaults() -> dict:
+    return yaml.safe_load((CONFIG_DIR / "engine.yaml").read_text())
+
+
+def test_every_stage_inherits_the_engine_section():
+    engine = engine_defaults()
+    for stage in STAGES:
+        stage_file = yaml.safe_load((CONFIG_DIR / f"{stage}.yaml").read_text())
+        assert "train" not in stage_file and "seed" not in stage_file
+        cfg = load_config(stage)
+        assert cfg["train"] == engine["train"] and cfg["seed"] == engine["seed"]
+        for key, value in stage_file["optim"].items():  # a stage keeps only what differs
+            assert engine["optim"].get(key) != value, f"{stage}.yaml repeats optim.{key}"
+    assert load_config("supervised")["optim"]["grad_clip"] == engine["optim"]["grad_clip"] == 5.0
+    assert load_config("pretrain")["optim"]["grad_clip"] == 3.0  # pretrain.yaml overrides it
+
+
+def test_a_stage_file_overrides_one_engine_key_and_inherits_the_rest(tmp_path, monkeypatch):
+    for path in CONFIG_DIR.glob("*.yaml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    with (tmp_path / "supervised.yaml").open("a") as stage_file:
+        stage_file.write("train:\n  log_every: 7\n")
+    monkeypatch.setattr("lafs_edge.train.config.CONFIG_DIR", tmp_path)
+    train = load_config("supervised")["train"]
+    assert train == {**engine_defaults()["train"], "log_every": 7}
+
+
+def test_the_saved_config_holds_every_inherited_key(tmp_path):
+    saved = save_config(load_config("finetune", ["finetune_smoke"]), tmp_path / "config.yaml")
+    text = yaml.safe_load(saved.read_text())
+    engine = engine_defaults()
+    assert text["seed"] == engine["seed"]
+    assert text["train"] == {**engine["train"], "checkpoint_every": 20, "log_every": 5}
+    assert {**engine["optim"], **text["optim"]} == text["optim"]  # every engine optim key
+    assert text["optim"]["betas"] == engine["optim"]["betas"]
+    assert list(text) == list(STAGES["finetune"].__dataclass_fields__)

@@ -17,13 +17,14 @@ import torch
 from lafs_edge.cli import main
 from lafs_edge.models import load_model, read_checkpoint
 from lafs_edge.train.config import load_config
-from lafs_edge.train.loop import (GlobalBatchSampler, TrainingDiverged, cosine_schedule,
-                                  rng_state, set_rng_state)
+from lafs_edge.train.engine import (GlobalBatchSampler, TrainingDiverged, cosine_schedule,
+                                    rng_state, set_rng_state)
 from lafs_edge.train.supervised import SupervisedTask, train
 
+pytestmark = pytest.mark.training
+
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = ("model.overrides={depth: 1, dim: 64, heads: 2, head_dim: 32, mlp_dim: 128, "
-              "num_landmarks: 16, landmark_dropout: 0.0}")
+TINY_MODEL = "model.overrides={preset: test}"  # registry PRESETS: dim 32, 16 landmarks
 # Synthetic identities (8 x 4 images), no workers, no progress bar: seconds per run on a CPU.
 TINY = ["model.arch=part_fvit_tiny", TINY_MODEL, "data.format=synthetic",
         "data.synthetic_size=32", "data.synthetic_classes=8", "data.num_workers=0",
@@ -140,7 +141,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
                           atol=2e-6)
 
 
-def test_resume_equals_one_straight_run(tmp_path, capsys):
+def test_resume_equals_one_straight_run(tmp_path, capsys, caplog):
     """6 steps straight == 3 steps, stop, resume, 3 steps (bitwise). Dropout, drop-path and
     mixup draw random numbers and the resumed half crosses an epoch boundary (4 steps/epoch)."""
     extra = ["model.overrides.landmark_dropout=0.5", "model.overrides.drop_path=0.2",
@@ -152,7 +153,7 @@ def test_resume_equals_one_straight_run(tmp_path, capsys):
     capsys.readouterr()
     second = train(tiny_config(tmp_path / "resumed", *extra))
     assert (second.start_step, second.final_step) == (3, 6)
-    assert "changed config" not in capsys.readouterr().out  # stop_after is a run key
+    assert "changed config" not in capsys.readouterr().out + caplog.text  # stop_after: a run key
     assert first.losses + second.losses == straight.losses
     a, b = weights(tmp_path / "straight" / "model.pt"), weights(tmp_path / "resumed" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -164,11 +165,11 @@ def test_resume_equals_one_straight_run(tmp_path, capsys):
     assert all(torch.equal(x, y) for x, y in moments)
     assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
     model = load_model(tmp_path / "resumed" / "model.pt")  # the deployable checkpoint
-    assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 64)
+    assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 32)
 
 
 def test_resuming_with_another_config_says_what_changed():
-    from lafs_edge.train.loop import config_changes
+    from lafs_edge.train.engine import config_changes
 
     saved = {"optim": {"lr": 1e-3, "max_steps": 900}, "train": {"stop_after": 3}, "seed": 0}
     current = {"optim": {"lr": 3e-4, "max_steps": 900}, "train": {"stop_after": 0}, "seed": 0}
@@ -259,7 +260,7 @@ def test_supervised_smoke_run_on_real_faces(shared_data, tmp_path):
     out = tmp_path / "orl"
     code = main(["train", "supervised", "--config", "supervised_smoke", f"data.root={orl}",
                  f"data.list_file={tmp_path / 'orl8.lst'}", f"output_dir={out}",
-                 "data.num_workers=0", TINY_MODEL, "optim.batch_size=8", "optim.max_steps=30",
+                 "data.num_workers=0", "optim.batch_size=8", "optim.max_steps=30",
                  "optim.lr=1e-3", "augment.crop_prob=0", "augment.randaugment_ops=0",
                  "train.checkpoint_every=15", "train.progress=false", "train.log_every=1"])
     assert code == 0
@@ -268,4 +269,4 @@ def test_supervised_smoke_run_on_real_faces(shared_data, tmp_path):
     assert np.mean(losses[-8:]) < 0.85 * np.mean(losses[:8]), losses
     assert (out / "config.yaml").is_file() and any((out / "tensorboard").iterdir())
     model = load_model(out / "model.pt")
-    assert model.arch == "part_fvit_tiny" and model.embedding_dim == 64
+    assert model.arch == "part_fvit_tiny" and model.embedding_dim == 96  # supervised_smoke's

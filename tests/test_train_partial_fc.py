@@ -12,6 +12,8 @@ from lafs_edge.models import MarginHead, margin_logits
 from lafs_edge.train.partial_fc import (MarginLoss, PartialFC, build_margin_loss, seeded_centres,
                                         shard_range)
 
+pytestmark = pytest.mark.training
+
 DIM, CLASSES, BATCH = 16, 37, 12
 
 

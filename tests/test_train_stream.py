@@ -1,5 +1,5 @@
 """Training from WebDataset shards (data.format=webdataset): the engine's streaming path
-(`loop.ShardStream`): equal batch counts per rank, disjoint shards, seeded epoch order, exact
+(`engine.ShardStream`): equal batch counts per rank, disjoint shards, seeded epoch order, exact
 resume with and without DataLoader workers, and one-line errors."""
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ from lafs_edge.errors import UserError
 from lafs_edge.models import read_checkpoint
 from lafs_edge.train.config import load_config
 from lafs_edge.train.data.webdataset import ShardSource, write_shards
-from lafs_edge.train.loop import SeededDataset, ShardStream
+from lafs_edge.train.engine import SeededDataset, ShardStream
 from lafs_edge.train.sources import build_source
 from lafs_edge.train.supervised import SyntheticFaces, train
 
-# The tiny model of tests/test_train_loop.py: seconds per run on a CPU.
-TINY = ["model.arch=part_fvit_tiny", "model.overrides={depth: 1, dim: 64, heads: 2, head_dim: 32, "
-        "mlp_dim: 128, num_landmarks: 16, landmark_dropout: 0.0}", "optim.batch_size=4",
+pytestmark = pytest.mark.training
+
+# The registry's test preset, as in tests/test_train_loop.py: seconds per run on a CPU.
+TINY = ["model.arch=part_fvit_tiny", "model.overrides={preset: test}", "optim.batch_size=4",
         "optim.warmup_epochs=0.5", "train.progress=false", "head.scale=32.0", "head.margin=0.2"]
 
 
@@ -200,11 +201,10 @@ def test_unlabelled_source_items_and_a_pretrain_run(faces_wds, tmp_path):
                             labelled=True)
     assert labelled.num_classes == 4
     assert labelled.decode(next(iter(labelled.read(labelled.shards))))[2] == 0
-    tiny = ["model.arch=part_fvit_tiny", "model.overrides={depth: 1, dim: 32, heads: 2, "
-            "head_dim: 16, mlp_dim: 64, num_landmarks: 16}", "landmarks.allow_random=true",
-            "dino.out_dim=64", "dino.hidden_dim=32", "dino.bottleneck_dim=16",
-            "views.local_views=2", "views.local_landmarks=6", "optim.batch_size=4",
-            "optim.scale_lr=false", "train.progress=false"]
+    tiny = ["model.arch=part_fvit_tiny", "model.overrides={preset: test}",
+            "landmarks.allow_random=true", "dino.out_dim=64", "dino.hidden_dim=32",
+            "dino.bottleneck_dim=16", "views.local_views=2", "views.local_landmarks=6",
+            "optim.batch_size=4", "optim.scale_lr=false", "train.progress=false"]
     result = pretrain(wds_config(tmp_path, faces_wds, "optim.max_steps=2", stage="pretrain",
                                  tiny=tiny))
     assert result.final_step == 2 and all(map(math.isfinite, result.losses))

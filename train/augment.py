@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..image import to_model_input
+from lafs_edge.image import to_model_input
+from lafs_edge.train.views import crop_and_resize, crop_boxes
 
 MAX_LEVEL = 10.0
 
@@ -28,21 +29,14 @@ def hflip(image: np.ndarray) -> np.ndarray:
 def random_resized_crop(image: np.ndarray, rng: np.random.Generator,
                         scale: Sequence[float] = (0.4, 1.0),
                         ratio: Sequence[float] = (3 / 4, 4 / 3)) -> np.ndarray:
-    """Crop a random area fraction in `scale` with aspect ratio in `ratio`, resize back."""
-    height, width = image.shape[:2]
-    area = height * width
-    log_ratio = np.log(ratio)
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = np.exp(rng.uniform(*log_ratio))
-        w = int(round(np.sqrt(target * aspect)))
-        h = int(round(np.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(rng.integers(0, height - h + 1))
-            left = int(rng.integers(0, width - w + 1))
-            crop = image[top:top + h, left:left + w]
-            return cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR)
-    return image  # no valid crop found (extreme ranges): keep the whole face
+    """Crop a random area fraction in `scale` with aspect ratio in `ratio` out of a square face,
+    resize back: the views' random resized crop (`views.crop_boxes`, `views.crop_and_resize`),
+    drawn from a torch generator that `rng` seeds, on this one uint8 image."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    box = crop_boxes(1, scale, ratio, gen)
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    crop = crop_and_resize(pixels, box, torch.zeros(1, dtype=torch.bool), image.shape[0])
+    return crop[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 # --- RandAugment ops: (image, level in [0, 1], rng) -> image -----------------------------------

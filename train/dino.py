@@ -15,10 +15,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .loop import cosine_schedule
+from lafs_edge.train.engine import cosine_schedule
 
 
 class DINOLoss(nn.Module):
+    center: torch.Tensor  # buffer
+
     def __init__(self, out_dim: int, global_views: int = 2, student_temp: float = 0.1,
                  center_momentum: float = 0.9):
         super().__init__()
@@ -33,8 +35,8 @@ class DINOLoss(nn.Module):
         batch = teacher_out.shape[0] // self.global_views
         views = student_out.shape[0] // batch
         log_p = F.log_softmax(student_out.float() / self.student_temp, dim=-1).chunk(views)
-        q = F.softmax((teacher_out.float() - self.center) / teacher_temp, dim=-1)
-        q = q.detach().chunk(self.global_views)
+        probs = F.softmax((teacher_out.float() - self.center) / teacher_temp, dim=-1)
+        q = probs.detach().chunk(self.global_views)
         total, pairs = student_out.new_zeros((), dtype=torch.float32), 0
         for i, target in enumerate(q):
             for v, log_probs in enumerate(log_p):
@@ -92,7 +94,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, m: float) -> None:
     module order). Frozen ones (the landmark CNN) are skipped: m*x + (1-m)*x is not exactly x
     in floating point, and the frozen CNN must stay bit-identical."""
     pairs = list(zip(teacher.parameters(), student.parameters(), strict=True))
-    t_params = [t for t, s in pairs if s.requires_grad]
+    t_params: list[torch.Tensor] = [t for t, s in pairs if s.requires_grad]
     s_params = [s.detach() for _, s in pairs if s.requires_grad]
     torch._foreach_mul_(t_params, m)
     torch._foreach_add_(t_params, s_params, alpha=1 - m)

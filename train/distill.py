@@ -1,7 +1,7 @@
 """Distillation: a teacher's embeddings into an edge student, on unlabelled faces.
 
 Teacher targets are computed on every augmented view (no precomputed targets), which is the
-exact supervision for strong augmentation (DESIGN.md section 3): each face is warped once per
+exact supervision for strong augmentation (docs/architecture.md, "The method"): each face is warped once per
 step with a random small pose (flip, rotation, scale, shift) for the student's 112x112 ArcFace
 crop AND, when the teacher expects another crop (an external model's template and size), for
 the teacher's crop of the same view: M_teacher = C A M_student with C = M_t M_s^-1 the change
@@ -23,10 +23,9 @@ reused), and training only flips. About twice the images/s of on-line targets on
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,17 +34,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from ..align import CROP_SIZE
-from ..errors import UserError
-from ..models import PartViT, create_model, load_model, save_checkpoint
-from ..models.registry import atomic_torch_save, read_checkpoint
-from .loop import DistInfo, SeededDataset, Task, Trainer, TrainResult, wrap_ddp
-from .partial_fc import build_margin_loss
-from .sources import (NO_LABEL, build_source, chw_uint8, normalise, student_matrix,
-                      template_change, warp)
-from .supervised import split_decay
-from .teachers import TeacherGeometry, load_teacher, teacher_geometry
-from .views import Photometric, generator, per_view
+from lafs_edge.align import CROP_SIZE
+from lafs_edge.errors import UserError
+from lafs_edge.models import FaceModel, PartViT, create_model, load_model, save_checkpoint
+from lafs_edge.models.registry import atomic_torch_save, read_checkpoint
+from lafs_edge.train.data.webdataset import ShardSource
+from lafs_edge.train.engine import (DistInfo, SeededDataset, Task, Trainer, TrainResult, barrier,
+                                    distributed, split_decay, wrap_ddp)
+from lafs_edge.train.engine.batching import SizedDataset
+from lafs_edge.train.partial_fc import build_margin_loss
+from lafs_edge.train.sources import (NO_LABEL, build_source, chw_uint8, normalise, student_matrix,
+                                     template_change, warp)
+from lafs_edge.train.teachers import TeacherGeometry, load_teacher, teacher_geometry
+from lafs_edge.train.views import Photometric, generator, per_view
 
 
 def random_pose(rng: np.random.Generator, aug: dict[str, Any], size: int = CROP_SIZE) -> np.ndarray:
@@ -133,7 +134,7 @@ class DistillTask(Task):
             self.head = self.margin_loss if self.sharded else wrap_ddp(self.margin_loss, info)
         self.photometric = Photometric.from_config(cfg["augment"])
 
-    def build_student(self) -> nn.Module:
+    def build_student(self) -> FaceModel:
         model_cfg = self.cfg["model"]
         if model_cfg["init"]:
             return load_model(model_cfg["init"]).train()
@@ -141,8 +142,6 @@ class DistillTask(Task):
 
     def build_projection(self, width: int) -> nn.Module:
         mode, target = self.cfg["distill"]["projection"], self.teacher.embedding_dim
-        if mode not in ("auto", "always", "never"):
-            raise UserError(f"distill.projection must be auto, always or never, got {mode!r}")
         if mode == "never" or (mode == "auto" and width == target):
             if width != target:
                 raise UserError(f"student width {width} != teacher width {target}: use "
@@ -176,7 +175,7 @@ class DistillTask(Task):
                             f"model.overrides.num_landmarks={n_teacher} or landmark_weight=0")
 
     def state_modules(self) -> dict[str, nn.Module]:
-        modules = {"student": self.student}
+        modules: dict[str, nn.Module] = {"student": self.student}
         if self.margin_loss is not None:
             modules["head"] = self.margin_loss
         return modules
@@ -185,12 +184,14 @@ class DistillTask(Task):
         modules = [self.student] + ([self.margin_loss] if self.margin_loss is not None else [])
         return split_decay(modules)
 
-    def ddp_modules(self) -> list[nn.Module]:
+    def ddp_modules(self) -> list[DistributedDataParallel]:
         candidates = [self.student_ddp] + ([self.head] if self.margin_loss is not None else [])
         return [m for m in candidates if isinstance(m, DistributedDataParallel)]
 
     def sharded_parameters(self) -> list[nn.Parameter]:
-        return list(self.margin_loss.parameters()) if self.sharded else []
+        if not self.sharded or self.margin_loss is None:
+            return []
+        return list(self.margin_loss.parameters())
 
     def batch_images(self, batch) -> int:
         return int(batch["student"].shape[0])
@@ -224,6 +225,7 @@ class DistillTask(Task):
         metrics = {"teacher_cosine": float(F.cosine_similarity(projected.detach().float(),
                                                                target, dim=1).mean())}
         if d["landmark_weight"] > 0:
+            assert target_points is not None   # online targets of a part fViT teacher (setup)
             landmark = F.mse_loss(points.float() / CROP_SIZE, target_points / CROP_SIZE)
             loss = loss + d["landmark_weight"] * landmark
             metrics["landmark_mse"] = float(landmark)
@@ -246,6 +248,7 @@ class DistillTask(Task):
 
 MIRROR = np.array([[-1.0, 0.0, CROP_SIZE - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 TARGETS_FORMAT = "lafs-edge-teacher-targets/1"
+TARGETS_TIMEOUT_S = 4 * 3600  # how long the other ranks wait for rank 0 to compute the targets
 
 
 class TeacherTargets(Dataset):
@@ -308,10 +311,11 @@ def compute_teacher_targets(cfg: dict[str, Any], labelled: bool, batch: int = 64
             "num_classes": int(getattr(source, "num_classes", 0))}
 
 
-def _faces_in_order(source: Dataset):
+def _faces_in_order(source: SizedDataset):
     """Every item once, in order (WebDataset shards are read sequentially, not indexed)."""
     if hasattr(source, "read"):
-        return (source.decode(sample) for sample in source.read(source.shards))
+        shards = cast(ShardSource, source)
+        return (shards.decode(sample) for sample in shards.read(shards.shards))
     return (source[i] for i in range(len(source)))
 
 
@@ -322,18 +326,24 @@ def _targets_key(cfg: dict[str, Any], labelled: bool) -> str:
                  str(data["list_file"]), labelled, bool(data["bgr"])))
 
 
-def teacher_targets(cfg: dict[str, Any], labelled: bool) -> TeacherTargets:
-    """Load the cached targets (computed by rank 0 and saved atomically when missing or stale;
-    other ranks wait for the file)."""
+def teacher_targets(cfg: dict[str, Any], labelled: bool, info: DistInfo) -> TeacherTargets:
+    """Load the cached targets. Rank 0 reads the file and computes and saves it (atomically)
+    when it is missing or stale; the other ranks wait at a barrier and then read it."""
     path = Path(cfg["distill"]["target_cache"] or Path(cfg["output_dir"]) / "teacher_targets.pt")
     key = _targets_key(cfg, labelled)
-    state = _read_targets(path)
-    if state is None or state["key"] != key:
-        if int(os.environ.get("RANK", "0")) == 0:
+    state = None
+    if info.is_main:
+        state = _read_targets(path)
+        if state is None or state["key"] != key:
             state = compute_teacher_targets(cfg, labelled)
             atomic_torch_save(state, path)
-        else:
-            state = _wait_for_targets(path, key)
+    barrier(info, timeout_s=TARGETS_TIMEOUT_S)
+    if not info.is_main:
+        state = _read_targets(path)
+        if state is None or state["key"] != key:
+            raise UserError(f"rank 0 did not write the teacher targets {path} (is "
+                            "distill.target_cache on storage every rank shares?)")
+    assert state is not None
     return TeacherTargets(state["crops"], state["targets"], state["labels"], state["num_classes"])
 
 
@@ -348,31 +358,17 @@ def _read_targets(path: Path) -> dict | None:
     return state if isinstance(state, dict) and state.get("format") == TARGETS_FORMAT else None
 
 
-def _wait_for_targets(path: Path, key: str, timeout_s: float = 4 * 3600) -> dict:
-    deadline, seen = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        # Load only a file rank 0 has (re)written: a stale cache is hundreds of MB.
-        stamp = path.stat().st_mtime_ns if path.is_file() else None
-        if stamp is not None and stamp != seen:
-            seen, state = stamp, _read_targets(path)
-            if state is not None and state["key"] == key:
-                return state
-        time.sleep(5)
-    raise UserError(f"rank 0 did not write the teacher targets {path} within {timeout_s:.0f} s")
-
-
-def build_dataset(cfg: dict[str, Any]) -> tuple[Dataset, int]:
-    """(SeededDataset of view dicts, number of identities (0 without labels))."""
+def build_dataset(cfg: dict[str, Any], info: DistInfo | None = None) -> tuple[SeededDataset, int]:
+    """(SeededDataset of view dicts, number of identities (0 without labels)). `info`: the
+    processes that share cached targets (None: this process alone)."""
     labelled, mode = bool(cfg["data"]["labelled"]), cfg["distill"]["targets"]
     seed = int(cfg["seed"])
     if mode == "cached":
         if cfg["distill"]["landmark_weight"] > 0:
             raise UserError("distill.landmark_weight > 0 needs the teacher's points on every "
                             "view: use distill.targets=online")
-        targets = teacher_targets(cfg, labelled)
+        targets = teacher_targets(cfg, labelled, info or DistInfo(0, 1, 0, torch.device("cpu")))
         return SeededDataset(targets, MirrorTarget(cfg["augment"]["flip"]), seed), targets.num_classes
-    if mode != "online":
-        raise UserError(f"distill.targets must be online or cached, got {mode!r}")
     source = build_source(cfg["data"], seed, labelled=labelled)
     views = DistillViews(cfg["augment"], teacher_geometry(cfg["distill"]["teacher"]))
     return SeededDataset(source, views, seed), int(getattr(source, "num_classes", 0))
@@ -385,6 +381,7 @@ def train(cfg: dict[str, Any], task: DistillTask | None = None) -> TrainResult:
                         "teacher YAML (e.g. train/configs/teachers/retail_0095.yaml)")
     if not Path(cfg["distill"]["teacher"]).exists():
         raise UserError(f"distill.teacher not found: {cfg['distill']['teacher']}")
-    dataset, num_classes = build_dataset(cfg)
-    task = task or DistillTask(cfg, num_classes)
-    return Trainer(cfg, task, dataset).fit()
+    with distributed(cfg["train"]["device"]) as info:
+        dataset, num_classes = build_dataset(cfg, info)
+        task = task or DistillTask(cfg, num_classes)
+        return Trainer(cfg, task, dataset, info=info).fit()

@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..models import PartViT, load_model
-from .supervised import SupervisedTask, build_dataset, split_decay
-from .lafs import load_landmarks
-from .loop import TrainResult
-from .supervised import train as train_supervised
+from lafs_edge.errors import UserError
+from lafs_edge.models import FaceModel, PartViT, load_model
+from lafs_edge.train.engine import TrainResult, distributed, split_decay
+from lafs_edge.train.lafs import load_landmarks
+from lafs_edge.train.supervised import SupervisedTask, build_dataset
+from lafs_edge.train.supervised import train as train_supervised
 
 
 class FinetuneTask(SupervisedTask):
-    def build_backbone(self) -> nn.Module:
+    def build_backbone(self) -> FaceModel:
         f = self.cfg["finetune"]
         if f["pretrained"]:
             model = load_model(f["pretrained"]).train()
@@ -65,7 +65,7 @@ def attach_landmarks(model: nn.Module, path: str) -> None:
     if source.num_landmarks != target.num_landmarks:
         raise UserError(f"{path}: its landmark CNN gives {source.num_landmarks} points, the "
                         f"model has {target.num_landmarks} landmarks")
-    load_landmarks(model, source, path)
+    load_landmarks(cast(PartViT, model), source, path)   # it has a landmark CNN: a part fViT
 
 
 def perturb_landmarks(model: PartViT, sigma: float) -> None:
@@ -92,7 +92,7 @@ def layer_id(name: str, depth: int) -> int:
 
 def layer_decay_groups(backbone: PartViT, decay: float) -> list[dict[str, Any]]:
     """AdamW groups with lr_scale decay^(depth + 1 - layer), no weight decay on biases, norms
-    and tokens (the rule of supervised.split_decay)."""
+    and tokens (the rule of engine.split_decay)."""
     depth = len(backbone.blocks)
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, p in backbone.named_parameters():
@@ -109,8 +109,8 @@ def layer_decay_groups(backbone: PartViT, decay: float) -> list[dict[str, Any]]:
 
 def kshot_dataset(cfg: dict[str, Any]):
     """`data.kshot_k` > 0: select k images per identity here and record the list."""
-    from .data.folders import LabelledFolder
-    from .data.kshot import write_kshot_list
+    from lafs_edge.train.data.folders import LabelledFolder
+    from lafs_edge.train.data.kshot import write_kshot_list
 
     data = cfg["data"]
     if data["list_file"]:
@@ -125,9 +125,10 @@ def kshot_dataset(cfg: dict[str, Any]):
 
 def train(cfg: dict[str, Any]) -> TrainResult:
     """Run (or resume) fine-tuning as configured."""
-    if cfg["data"]["kshot_k"] > 0:
-        dataset = kshot_dataset(cfg)
-        num_classes = dataset.num_classes
-    else:
-        dataset, num_classes = build_dataset(cfg["data"], int(cfg["seed"]))
-    return train_supervised(cfg, dataset, FinetuneTask(cfg, num_classes))
+    with distributed(cfg["train"]["device"]):  # supervised training reuses the processes
+        if cfg["data"]["kshot_k"] > 0:
+            dataset = kshot_dataset(cfg)
+            num_classes = dataset.num_classes
+        else:
+            dataset, num_classes = build_dataset(cfg["data"], int(cfg["seed"]))
+        return train_supervised(cfg, dataset, FinetuneTask(cfg, num_classes))

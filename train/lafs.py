@@ -25,16 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset
 
-from ..errors import UserError
-from ..models import DINOHead, PartViT, create_model, load_model, save_checkpoint
-from . import dino
-from .loop import DistInfo, SeededDataset, Task, Trainer, TrainResult, wrap_ddp
-from .sources import AlignedCrop, build_source, normalise
-from .supervised import split_decay
-from .views import (Photometric, TokenViews, generator, grid_views, landmark_views, per_view,
-                    random_crops)
+from lafs_edge.errors import UserError
+from lafs_edge.models import DINOHead, PartViT, create_model, load_model, save_checkpoint
+from lafs_edge.train import dino
+from lafs_edge.train.engine import (DistInfo, SeededDataset, Task, Trainer, TrainResult,
+                                    distributed, split_decay, wrap_ddp)
+from lafs_edge.train.sources import AlignedCrop, build_source, normalise
+from lafs_edge.train.views import (Photometric, TokenViews, generator, grid_views, landmark_views,
+                                   per_view, random_crops)
 
 IMAGE_SIZE = 112
 LR_REFERENCE_BATCH = 256  # optim.lr is for this global batch (lr = base x global_batch / 256)
@@ -153,7 +152,7 @@ class LAFSTask(Task):
             g["lr_scale"] = scale
         return groups
 
-    def ddp_modules(self) -> list[nn.Module]:
+    def ddp_modules(self) -> list[DistributedDataParallel]:
         return [self.student_ddp] if isinstance(self.student_ddp, DistributedDataParallel) else []
 
     # -- schedules --
@@ -213,6 +212,7 @@ class LAFSTask(Task):
                                      backbone.sampler, marks)
         l_tokens = None
         if local:
+            assert l_clean is not None and l_aug is not None
             l_tokens, _ = landmark_views(l_clean, l_aug, cnn, int(v["local_landmarks"]), sigma,
                                          backbone.patch_size, backbone.sampler, marks,
                                          shuffle=bool(v["shuffle"]))
@@ -235,25 +235,22 @@ class LAFSTask(Task):
 
     def export(self, path: Path, **extra: Any) -> None:
         which = self.cfg["dino"]["export"]
-        if which not in ("teacher", "student"):
-            raise UserError(f"dino.export must be teacher or student, got {which!r}")
         model = self.teacher if which == "teacher" else self.student
         save_checkpoint(model.backbone, path, pretrain={"views": self.cfg["views"]["kind"],
                                                         "exported": which}, **extra)
 
 
-def build_dataset(cfg: dict[str, Any]) -> Dataset:
+def build_dataset(cfg: dict[str, Any]) -> SeededDataset:
     """Clean aligned 112x112 faces (labels, when a folder has them, are ignored)."""
     return SeededDataset(build_source(cfg["data"], int(cfg["seed"])), AlignedCrop(),
                          int(cfg["seed"]))
 
 
-def train(cfg: dict[str, Any], dataset: Dataset | None = None,
+def train(cfg: dict[str, Any], dataset: SeededDataset | None = None,
           task: LAFSTask | None = None) -> TrainResult:
     """Run (or resume) LAFS pretraining as configured; `dataset` (SeededDataset of
     (uint8 (3, 112, 112) image, label) items) and `task` replace the configured ones (tests)."""
-    if cfg["views"]["kind"] not in ("landmarks", "random_crops"):
-        raise UserError(f"views.kind must be landmarks or random_crops, got {cfg['views']['kind']!r}")
-    dataset = dataset or build_dataset(cfg)
-    task = task or LAFSTask(cfg, len(dataset))
-    return Trainer(cfg, task, dataset).fit()
+    with distributed(cfg["train"]["device"]) as info:
+        dataset = dataset or build_dataset(cfg)
+        task = task or LAFSTask(cfg, len(dataset))
+        return Trainer(cfg, task, dataset, info=info).fit()

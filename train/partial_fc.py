@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import MarginHead, margin_logits
+from lafs_edge.models import MarginHead, margin_logits
 
 INIT_STD = 0.01          # MarginHead's initialisation
 INIT_BLOCK_ROWS = 4096   # centres are drawn in seeded blocks: the same matrix for any world size
@@ -218,6 +218,7 @@ class MarginLoss(nn.Module):
                                      reduction="none")
             if partner is None:
                 return loss_a.mean()
+            assert weight is not None   # mixup passes partner and weight together
             labels_b = labels[partner]
             loss_b = F.cross_entropy(self.head(embeddings.float(), labels_b), labels_b,
                                      reduction="none")

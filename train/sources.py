@@ -13,15 +13,18 @@ any alignment template straight from the original pixels (one resampling, not tw
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..align import ARCFACE_TEMPLATE_112, CROP_SIZE, similarity_transform
-from ..errors import UserError
-from ..image import MEAN, STD, read_image
+from lafs_edge.align import ARCFACE_TEMPLATE_112, CROP_SIZE, similarity_transform
+from lafs_edge.errors import UserError
+from lafs_edge.image import MEAN, STD, read_image
+
+if TYPE_CHECKING:
+    from lafs_edge.train.engine.batching import SizedDataset
 
 NO_LABEL = -1
 
@@ -45,7 +48,7 @@ class FaceSource(Dataset):
 def _letterboxed(image: np.ndarray) -> np.ndarray:
     """A crop without points, letterboxed to 112x112 unless it has that size already."""
     if image.shape[:2] != (CROP_SIZE, CROP_SIZE):
-        from .data.folders import to_112
+        from lafs_edge.train.data.folders import to_112
 
         image = to_112(image, CROP_SIZE)
     return image
@@ -59,7 +62,7 @@ def _shard_item(image: np.ndarray, label: int):
 class _PairSource(Dataset):
     """(image, label) items of an aligned-crop dataset (synthetic, RecordIO) as source items."""
 
-    def __init__(self, faces: Dataset, num_classes: int):
+    def __init__(self, faces: SizedDataset, num_classes: int):
         self.faces, self.num_classes = faces, num_classes
 
     def __len__(self) -> int:
@@ -70,23 +73,23 @@ class _PairSource(Dataset):
         return image, None, label
 
 
-def build_source(data_cfg: dict[str, Any], seed: int, labelled: bool = False) -> Dataset:
+def build_source(data_cfg: dict[str, Any], seed: int, labelled: bool = False) -> SizedDataset:
     """The configured face source; `labelled` requires identities (folder layout or list)."""
     kind = data_cfg["format"]
     if kind == "synthetic":
-        from .supervised import SyntheticFaces
+        from lafs_edge.train.supervised import SyntheticFaces
 
         classes = data_cfg["synthetic_classes"]
         return _PairSource(SyntheticFaces(data_cfg["synthetic_size"], classes, seed), classes)
     if kind == "recordio":
-        from .data.recordio import RecordIODataset
+        from lafs_edge.train.data.recordio import RecordIODataset
 
         if not data_cfg["root"]:
             raise UserError("data.root is required for format=recordio (train.rec + train.idx)")
         records = RecordIODataset(data_cfg["root"], bgr=bool(data_cfg["bgr"]))
         return _PairSource(records, records.num_classes if labelled else 0)
     if kind == "landmarks":
-        from .data.landmarks import LandmarkFaces
+        from lafs_edge.train.data.landmarks import LandmarkFaces
 
         if labelled:
             raise UserError("data.format=landmarks has no identities; labels need format=folder")
@@ -96,17 +99,17 @@ def build_source(data_cfg: dict[str, Any], seed: int, labelled: bool = False) ->
         faces = LandmarkFaces(data_cfg["list_file"], root=data_cfg["root"])
         return FaceSource([(p, pts, NO_LABEL) for p, pts in faces.entries])
     if kind == "folder":
-        from .data.folders import LabelledFolder, UnlabelledFolder
+        from lafs_edge.train.data.folders import LabelledFolder, UnlabelledFolder
 
         if not data_cfg["root"]:
             raise UserError("data.root is required for format=folder")
         if labelled:
             folder = LabelledFolder(data_cfg["root"], list_file=data_cfg["list_file"])
             return FaceSource([(p, None, y) for p, y in folder.samples], folder.num_classes)
-        folder = UnlabelledFolder(data_cfg["root"], list_file=data_cfg["list_file"])
-        return FaceSource([(p, None, NO_LABEL) for p in folder.paths])
+        unlabelled = UnlabelledFolder(data_cfg["root"], list_file=data_cfg["list_file"])
+        return FaceSource([(p, None, NO_LABEL) for p in unlabelled.paths])
     if kind == "webdataset":
-        from .data.webdataset import ShardSource
+        from lafs_edge.train.data.webdataset import ShardSource
 
         return ShardSource(data_cfg["root"], bgr=bool(data_cfg["bgr"]), labelled=labelled,
                            item=_shard_item)

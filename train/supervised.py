@@ -19,11 +19,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from ..models import create_model, save_checkpoint
-from .augment import FaceAugment, mixup, to_tensor
-from .loop import DistInfo, SeededDataset, Task, Trainer, TrainResult, wrap_ddp
-from .partial_fc import build_margin_loss
+from lafs_edge.errors import UserError
+from lafs_edge.models import FaceModel, create_model, save_checkpoint
+from lafs_edge.train.augment import FaceAugment, mixup, to_tensor
+from lafs_edge.train.engine import (DistInfo, SeededDataset, Task, Trainer, TrainResult,
+                                    distributed, split_decay, wrap_ddp)
+from lafs_edge.train.engine.batching import SizedDataset
+from lafs_edge.train.partial_fc import build_margin_loss
 
 IMAGE_SIZE = 112
 
@@ -47,14 +49,14 @@ class SyntheticFaces(Dataset):
         return np.clip(image + noise, 0, 255).astype(np.uint8), label
 
 
-def build_dataset(data_cfg: dict[str, Any], seed: int) -> tuple[Dataset, int]:
+def build_dataset(data_cfg: dict[str, Any], seed: int) -> tuple[SizedDataset, int]:
     """The raw labelled dataset ((RGB uint8, label) items) and its number of identities."""
     kind = data_cfg["format"]
     if kind == "synthetic":
         return SyntheticFaces(data_cfg["synthetic_size"], data_cfg["synthetic_classes"], seed), \
             data_cfg["synthetic_classes"]
     if kind == "folder":
-        from .data.folders import LabelledFolder
+        from lafs_edge.train.data.folders import LabelledFolder
 
         if not data_cfg["root"]:
             raise UserError("data.root is required (a folder with one sub-folder per identity)")
@@ -64,14 +66,14 @@ def build_dataset(data_cfg: dict[str, Any], seed: int) -> tuple[Dataset, int]:
                             "training needs at least 2")
         return dataset, dataset.num_classes
     if kind == "recordio":
-        from .data.recordio import RecordIODataset
+        from lafs_edge.train.data.recordio import RecordIODataset
 
         if not data_cfg["root"]:
             raise UserError("data.root is required (the folder holding train.rec and train.idx)")
-        dataset = RecordIODataset(data_cfg["root"], bgr=bool(data_cfg.get("bgr", False)))
-        return dataset, dataset.num_classes
-    if kind == "webdataset":  # streamed by the Trainer (loop.ShardStream)
-        from .data.webdataset import ShardSource
+        records = RecordIODataset(data_cfg["root"], bgr=bool(data_cfg.get("bgr", False)))
+        return records, records.num_classes
+    if kind == "webdataset":  # streamed by the Trainer (engine.ShardStream)
+        from lafs_edge.train.data.webdataset import ShardSource
 
         source = ShardSource(data_cfg["root"], bgr=bool(data_cfg.get("bgr", False)))
         return source, source.num_classes
@@ -88,24 +90,12 @@ class FaceTransform:
     def __call__(self, item: tuple[np.ndarray, int], rng: np.random.Generator):
         image, label = item
         if image.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-            from .data.folders import to_112
+            from lafs_edge.train.data.folders import to_112
 
             image = to_112(image, IMAGE_SIZE)
         if self.augment is not None:
             image = self.augment(image, rng)
         return to_tensor(image), label
-
-
-def split_decay(modules: list[nn.Module]) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norm weights and the class/position tokens."""
-    decay, no_decay = [], []
-    for module in modules:
-        for name, p in module.named_parameters():
-            if not p.requires_grad:
-                continue
-            skip = p.ndim <= 1 or name.endswith(("cls_token", "pos_embed"))
-            (no_decay if skip else decay).append(p)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class SupervisedTask(Task):
@@ -126,7 +116,7 @@ class SupervisedTask(Task):
         # on every micro-batch whenever mixup is configured at all.
         self.use_mixup = aug["mixup_prob"] > 0
 
-    def build_backbone(self) -> nn.Module:
+    def build_backbone(self) -> FaceModel:
         """The network to train, before DDP wraps it (fine-tuning loads pretrained weights and
         freezes parts here)."""
         model_cfg = self.cfg["model"]
@@ -138,7 +128,7 @@ class SupervisedTask(Task):
     def param_groups(self) -> list[dict[str, Any]]:
         return split_decay([self.backbone, self.margin_loss])
 
-    def ddp_modules(self) -> list[nn.Module]:
+    def ddp_modules(self) -> list[DistributedDataParallel]:
         return [m for m in (self.backbone_ddp, self.head) if isinstance(m, DistributedDataParallel)]
 
     def sharded_parameters(self) -> list[nn.Parameter]:
@@ -166,16 +156,17 @@ class SupervisedTask(Task):
         save_checkpoint(self.backbone, path, **extra)
 
 
-def train(cfg: dict[str, Any], dataset: Dataset | None = None,
+def train(cfg: dict[str, Any], dataset: SizedDataset | None = None,
           task: SupervisedTask | None = None) -> TrainResult:
     """Run (or resume) supervised training as configured. `dataset` (raw (RGB uint8, label)
     items) replaces the configured one; `task` lets tests inject a variant."""
     seed = int(cfg["seed"])
-    if dataset is None:
-        dataset, num_classes = build_dataset(cfg["data"], seed)
-    else:
-        num_classes = int(getattr(dataset, "num_classes"))
-    augment = FaceAugment.from_config(cfg["augment"])
-    train_set = SeededDataset(dataset, FaceTransform(augment), seed)
-    task = task or SupervisedTask(cfg, num_classes)
-    return Trainer(cfg, task, train_set).fit()
+    with distributed(cfg["train"]["device"]) as info:
+        if dataset is None:
+            dataset, num_classes = build_dataset(cfg["data"], seed)
+        else:
+            num_classes = int(getattr(dataset, "num_classes"))
+        augment = FaceAugment.from_config(cfg["augment"])
+        train_set = SeededDataset(dataset, FaceTransform(augment), seed)
+        task = task or SupervisedTask(cfg, num_classes)
+        return Trainer(cfg, task, train_set, info=info).fit()

@@ -20,13 +20,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
-from ..align import ARCFACE_TEMPLATE_112, CROP_SIZE, template_for
-from ..errors import UserError
+from lafs_edge.align import ARCFACE_TEMPLATE_112, CROP_SIZE, template_for
+from lafs_edge.errors import UserError
+
+if TYPE_CHECKING:
+    from lafs_edge.models import PartViT
 
 EXTERNAL_RUNTIMES = {"openvino": "openvino", "onnx": "onnxruntime"}  # runtime -> backend module
 
@@ -48,7 +51,7 @@ class CheckpointTeacher:
     its landmarks (for landmark distillation)."""
 
     def __init__(self, path: str | os.PathLike, device: torch.device):
-        from ..models import PartViT, load_model
+        from lafs_edge.models import PartViT, load_model
 
         self.model = load_model(path).to(device).eval().requires_grad_(False)
         self.name = f"{self.model.arch} ({Path(path).name})"
@@ -60,7 +63,7 @@ class CheckpointTeacher:
     def __call__(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (embeddings (B, D), landmarks (B, N, 2) pixels or None)."""
         if self.has_landmarks:
-            emb, points, _ = self.model.forward_with_landmarks(views)
+            emb, points, _ = cast("PartViT", self.model).forward_with_landmarks(views)
             return emb.float(), points.float()
         return self.model(views).float(), None
 
@@ -72,7 +75,7 @@ class RuntimeTeacher:
     has_landmarks = False
 
     def __init__(self, runtime, device: torch.device):
-        from ..runtime.embedder import Embedder
+        from lafs_edge.runtime.embedder import Embedder
 
         self.embedder = Embedder(runtime)
         self.name = self.embedder.name
@@ -95,7 +98,7 @@ def load_teacher(spec: str | os.PathLike, device: torch.device):
     if path.suffix in (".yaml", ".yml"):
         return RuntimeTeacher(external_runtime(path), device)
     if path.is_dir() or path.name == "manifest.json":
-        from ..runtime.backends import open_runtime
+        from lafs_edge.runtime.backends import open_runtime
 
         return RuntimeTeacher(open_runtime(path), device)
     return CheckpointTeacher(path, device)
@@ -108,13 +111,13 @@ def teacher_geometry(spec: str | os.PathLike) -> TeacherGeometry:
         desc = read_teacher_yaml(path)
         return TeacherGeometry(desc["template"], (desc["width"], desc["height"]))
     if path.is_dir() or path.name == "manifest.json":
-        from ..runtime.manifest import read_manifest
+        from lafs_edge.runtime.manifest import read_manifest
 
         manifest, _ = read_manifest(path)
         shape = manifest.input.shape
         h, w = (shape[2], shape[3]) if manifest.input.layout == "NCHW" else (shape[1], shape[2])
         alignment = manifest.alignment or {}
-        size = tuple(int(v) for v in alignment.get("crop_size", (w, h)))
+        size = cast(tuple[int, int], tuple(int(v) for v in alignment.get("crop_size", (w, h))))
         template = alignment.get("template")
         template = np.asarray(template, np.float64) if template is not None else template_for(*size)
         return TeacherGeometry(template, size)
@@ -162,8 +165,8 @@ def external_runtime(path: Path):
     """Load the model a teacher YAML describes through the project's runtime backends."""
     import importlib
 
-    from ..runtime.backends import Runtime
-    from ..runtime.manifest import InputSpec, Manifest
+    from lafs_edge.runtime.backends import Runtime
+    from lafs_edge.runtime.manifest import InputSpec, Manifest
 
     desc = read_teacher_yaml(path)
     model = desc["model"]

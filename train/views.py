@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models import sample_patches
+from lafs_edge.models import sample_patches
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
@@ -52,8 +52,9 @@ def crop_boxes(n: int, scale: Sequence[float], ratio: Sequence[float], gen: torc
                attempts: int = 10) -> torch.Tensor:
     """RandomResizedCrop boxes for square images: (n, 4) = (centre x, centre y, width, height)
     as fractions of the side. The first of `attempts` candidates that fits wins (torchvision's
-    rule); if none fits, the whole image."""
-    area = uniform(n * attempts, *scale, gen).view(n, attempts)
+    rule); if none fits, the whole image. The project's one random resized crop: the supervised
+    augmentation (`augment.random_resized_crop`) draws its boxes here too."""
+    area = uniform(n * attempts, scale[0], scale[1], gen).view(n, attempts)
     log_r = torch.log(torch.tensor([float(ratio[0]), float(ratio[1])]))
     aspect = torch.exp(uniform(n * attempts, float(log_r[0]), float(log_r[1]), gen)).view(n, attempts)
     width, height = torch.sqrt(area * aspect), torch.sqrt(area / aspect)
@@ -136,7 +137,8 @@ class Photometric:
             "hue": keep(uniform(n, -h, h, gen), 0.0),
             "grey": torch.rand(n, generator=gen) < self.grayscale_prob,
             "blur_sigma": torch.where(torch.rand(n, generator=gen) < blur_prob,
-                                      uniform(n, *self.blur_sigma, gen), torch.zeros(n)),
+                                      uniform(n, self.blur_sigma[0], self.blur_sigma[1], gen),
+                                      torch.zeros(n)),
             "solarize": torch.rand(n, generator=gen) < solarize_prob,
         }
 

@@ -1,4 +1,4 @@
-"""`lafs-edge adapt --gallery FILE --model ARTIFACT`: train the on-device head (a linear adapter
+"""`lafs-edge adapt --gallery FILE [--model MODEL]`: train the on-device head (a linear adapter
 plus one prototype per person, CosFace margin) on augmented views of the enrolled people's stored
 crops; stored in the gallery with the model fingerprint and used by `identify` and the demo.
 `--remove` deletes it. See lafs_edge/gallery/adapt.py."""
@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from .gallery_common import add_gallery_argument, add_model_argument, model_artifact
+from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument,
+                                               model_artifact)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-    from ..gallery import Gallery
-    from ..gallery.adapt import AdaptConfig, adapt_gallery, drop_adapters
+    from lafs_edge.errors import UserError
+    from lafs_edge.gallery import Gallery
+    from lafs_edge.gallery.adapt import AdaptConfig, adapt_gallery, drop_adapters
 
     with Gallery(args.gallery, create=False, timeout=args.busy_timeout) as gallery:
         if args.remove:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.views < 0 or args.steps < 1:
             raise UserError("--views must be >= 0 and --steps >= 1")
-        from ..runtime.embedder import Embedder
+        from lafs_edge.runtime.embedder import Embedder
 
         embedder = Embedder.from_artifact(model_artifact(args), threads=args.threads)
         config = AdaptConfig(views=args.views, steps=args.steps, seed=args.seed)

@@ -14,7 +14,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.data.kshot import write_kshot_list
+    from lafs_edge.train.data.kshot import write_kshot_list
 
     selected = write_kshot_list(args.root, args.out, args.k, args.fraction, args.seed)
     identities = len({name for _, name in selected})

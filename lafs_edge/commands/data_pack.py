@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
+from lafs_edge.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..train.data.folders import LabelledFolder, to_112
-    from ..train.data.recordio import write_insightface_rec
-    from ..train.data.webdataset import write_shards
+    from lafs_edge.train.data.folders import LabelledFolder, to_112
+    from lafs_edge.train.data.recordio import write_insightface_rec
+    from lafs_edge.train.data.webdataset import write_shards
 
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality must be 1..100, got {args.quality}")

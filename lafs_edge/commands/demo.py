@@ -1,6 +1,6 @@
 """`lafs-edge demo`: live recognition with the gallery.
 
-    lafs-edge demo --camera 0 [--model ARTIFACT] --gallery people.db   (default: the shipped student)
+    lafs-edge demo --camera 0 [--model MODEL] --gallery people.db   (default: the shipped student)
     lafs-edge demo --source VIDEO|IMAGE_DIR --headless --out annotated.mp4 --log events.jsonl
 
 The window (keys e enroll, a adapt, d delete, q quit) needs OpenCV's GUI build
@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UserError
-from .gallery_common import add_gallery_argument, add_model_argument, model_artifact, number
+from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument,
+                                               model_artifact, number)
+from lafs_edge.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..apps.demo import Source, check_display, check_source, require_gui
+    from lafs_edge.apps.demo import Source, check_display, check_source, require_gui
 
     if args.headless and not (args.out or args.log or args.snapshot):
         raise UserError("--headless needs somewhere to write: --out, --log or --snapshot")
@@ -60,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_opened(args: argparse.Namespace, source) -> dict:
-    from ..apps.demo import Demo, run_headless, run_window
-    from ..gallery import Gallery, Recognizer
-    from ..landmarks import FaceAnalyzer
-    from ..runtime.embedder import Embedder
+    from lafs_edge.apps.demo import Demo, run_headless, run_window
+    from lafs_edge.gallery import Gallery, Recognizer
+    from lafs_edge.landmarks import FaceAnalyzer
+    from lafs_edge.runtime.embedder import Embedder
 
     detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
     embedder = Embedder.from_artifact(model_artifact(args), threads=args.threads)
@@ -81,7 +82,7 @@ def _run_opened(args: argparse.Namespace, source) -> dict:
 
 
 def _print_summary(summary: dict, args: argparse.Namespace) -> None:
-    from ..gallery.pipeline import STAGES
+    from lafs_edge.gallery.pipeline import STAGES
 
     ms = summary["median_ms"]
     print(f"{summary['frames']} frames, {summary['fps']} FPS achieved; pipeline median "

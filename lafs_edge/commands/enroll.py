@@ -1,4 +1,4 @@
-"""`lafs-edge enroll NAME IMG... [--model ARTIFACT] --gallery FILE`: add a person from 1-k photos
+"""`lafs-edge enroll NAME IMG... [--model MODEL] --gallery FILE`: add a person from 1-k photos
 (no --model: the shipped student).
 
 Every photo must show exactly one face. Photos failing the quality gate (face too small, blurry,
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
-from .gallery_common import add_gallery_argument, add_model_argument, number, open_recognizer
+from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument, number,
+                                               open_recognizer)
+from lafs_edge.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..gallery import Gallery, QualityGate
-    from ..gallery.store import check_name
+    from lafs_edge.gallery import Gallery, QualityGate
+    from lafs_edge.gallery.store import check_name
 
     name = check_name(args.name)
     recognizer = open_recognizer_checked(args)
@@ -65,7 +66,7 @@ def check_same_person(gallery, name: str, shots, threshold: float | None,
 
     import numpy as np
 
-    from ..gallery import person_match
+    from lafs_edge.gallery import person_match
 
     if threshold is None:
         return   # no threshold to judge by (the identify/demo commands need one too)
@@ -84,7 +85,7 @@ def open_recognizer_checked(args: argparse.Namespace):
     --model fails before the photos are processed)."""
     from pathlib import Path
 
-    from ..gallery import Gallery
+    from lafs_edge.gallery import Gallery
 
     recognizer = open_recognizer(args)
     if Path(args.gallery).exists():

@@ -1,4 +1,7 @@
-"""`lafs-edge eval --model CKPT_OR_NAME --data PATH --protocol pairs|bin|ijb|kshot`.
+"""`lafs-edge eval --model MODEL --data PATH --protocol pairs|bin|ijb|kshot`.
+
+MODEL: a checkpoint or a model name with shipped weights (PyTorch), or an exported artifact folder
+(its own runtime, preprocessing and alignment template: what a device would score).
 
 pairs: a labelled folder (ORL, Yale, ...): all genuine pairs and as many impostor pairs (seeded),
        10-fold accuracy, ROC AUC, TAR at FAR.
@@ -14,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import UserError
+from lafs_edge.commands.model_option import HELP
+from lafs_edge.errors import UserError
 
 PROTOCOLS = ("pairs", "bin", "ijb", "kshot")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="registry name (random weights) or checkpoint")
+    parser.add_argument("--model", required=True, help=HELP)
     parser.add_argument("--data", required=True, help="labelled folder, .bin file or IJB root")
     parser.add_argument("--protocol", required=True, choices=PROTOCOLS)
     parser.add_argument("--list", help="list file selecting images of a labelled folder")
@@ -41,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import load_model
+    from lafs_edge.commands.model_option import resolve_model
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
@@ -49,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--folds must be at least 2, got {args.folds}")
     if args.far and not all(0 < far <= 1 for far in args.far):
         raise UserError(f"--far values must be in (0, 1], got {args.far}")
-    model = load_model(args.model)
+    model = resolve_model(args.model).load()
     evaluate = {"pairs": _pairs, "bin": _bin, "ijb": _ijb, "kshot": _kshot}[args.protocol]
     report = {"model": str(args.model), "data": str(args.data), "protocol": args.protocol,
               **evaluate(model, args)}
     _print(report)
     if args.out:
-        from ..fileio import write_text_atomic
+        from lafs_edge.fileio import write_text_atomic
 
         write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")
@@ -63,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _labelled(model, args):
-    from ..train.data.folders import LabelledFolder, to_112
+    from lafs_edge.train.data.folders import LabelledFolder, to_112
 
-    size = model.image_size
+    size = _input_side(model)
 
     def prepare(image):
         return image if image.shape[:2] == (size, size) else to_112(image, size)
@@ -73,16 +77,49 @@ def _labelled(model, args):
     return LabelledFolder(args.data, transform=prepare, list_file=args.list)
 
 
-def _embed(model, images, args, normalize=True):
-    from ..train.evaluate.embedding import embed_images
+def _input_side(model) -> int:
+    """The square crop side the model takes (pairs and kshot letterbox to a square; .bin faces
+    are square)."""
+    from lafs_edge.runtime.embedder import Embedder
 
+    if not isinstance(model, Embedder):
+        return model.image_size
+    width, height = model.crop_size
+    if width != height:
+        raise UserError(f"{model.name} takes {width}x{height} crops; eval needs a square input")
+    return width
+
+
+def _embed(model, images, args, normalize=True):
+    from lafs_edge.runtime.embedder import Embedder
+    from lafs_edge.train.evaluate.embedding import embed_images
+
+    if isinstance(model, Embedder):
+        return _embed_artifact(model, images, args.batch_size, args.flip, normalize)
     return embed_images(model, images, args.batch_size, flip=args.flip, normalize=normalize)
+
+
+def _embed_artifact(embedder, images, batch_size: int, flip: bool, normalize: bool):
+    """`embed_images` through an artifact's runtime: the mirrored crop's features added before
+    any normalisation, as in PyTorch."""
+    import itertools
+
+    import numpy as np
+
+    rows, images = [], iter(images)
+    while batch := list(itertools.islice(images, batch_size)):
+        crops = np.stack(batch)
+        features = embedder.features(crops)
+        rows.append(features + embedder.features(crops[:, :, ::-1]) if flip else features)
+    out = np.concatenate(rows) if rows else np.zeros((0, embedder.embedding_dim), np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True) if normalize else out
 
 
 def _pairs(model, args) -> dict:
     import numpy as np
 
-    from ..train.evaluate.verification import DEFAULT_FARS, make_pairs, pair_scores, verification_report
+    from lafs_edge.train.evaluate.verification import (DEFAULT_FARS, make_pairs, pair_scores,
+                                                       verification_report)
 
     dataset = _labelled(model, args)
     labels = np.array(dataset.targets)
@@ -96,11 +133,12 @@ def _pairs(model, args) -> dict:
 def _bin(model, args) -> dict:
     import numpy as np
 
-    from ..train.data.recordio import decode_image
-    from ..train.evaluate.verification import DEFAULT_FARS, pair_scores, load_bin, verification_report
+    from lafs_edge.train.data.recordio import decode_image
+    from lafs_edge.train.evaluate.verification import (DEFAULT_FARS, load_bin, pair_scores,
+                                                       verification_report)
 
     images, issame = load_bin(args.data)
-    size = model.image_size
+    size = _input_side(model)
     faces = (decode_image(data) for data in images)
     checked = (face if face.shape[:2] == (size, size) else _wrong_size(face, size) for face in faces)
     embeddings = _embed(model, checked, args)
@@ -114,18 +152,33 @@ def _wrong_size(face, size):
 
 
 def _ijb(model, args) -> dict:
-    from ..train.evaluate.ijb import IJB_FARS, aligned_faces, evaluate_ijb, read_meta
+    from lafs_edge.train.evaluate.ijb import IJB_FARS, evaluate_ijb, read_meta
 
     meta = read_meta(args.data)
-    raw = _embed(model, aligned_faces(args.data, meta, model.image_size), args, normalize=False)
+    raw = _embed(model, _ijb_faces(model, args.data, meta), args, normalize=False)
     return evaluate_ijb(raw, meta, norm_score=not args.no_norm_score,
                         detector_score=not args.no_detector_score, fars=args.far or IJB_FARS)
+
+
+def _ijb_faces(model, root, meta):
+    """IJB faces aligned for `model`: an artifact with its manifest's template, else ArcFace's."""
+    from pathlib import Path
+
+    from lafs_edge.image import read_image
+    from lafs_edge.runtime.embedder import Embedder
+    from lafs_edge.train.evaluate.ijb import aligned_faces
+
+    if not isinstance(model, Embedder):
+        return aligned_faces(root, meta, model.image_size)
+    crops = Path(root) / "loose_crop"
+    return (model.align(read_image(crops / name), [points])[0]
+            for name, points in zip(meta.names, meta.landmarks))
 
 
 def _kshot(model, args) -> dict:
     import numpy as np
 
-    from ..train.evaluate.kshot import identification_report, kshot_split
+    from lafs_edge.train.evaluate.kshot import identification_report, kshot_split
 
     dataset = _labelled(model, args)
     labels = np.array(dataset.targets)

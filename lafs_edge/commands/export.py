@@ -1,16 +1,23 @@
-"""`lafs-edge export MODEL --target openvino|coreml|tflite|onnx|pytorch|all --precision fp32|fp16|int8
---calib DIR --out DIR`: one artifact folder per target, `OUT/<name>-<target>-<precision>/`."""
+"""`lafs-edge export MODEL [model.overrides.KEY=VALUE ...] --target
+openvino|coreml|tflite|onnx|pytorch|all --precision fp32|fp16|int8 --calib DIR --out DIR`: one
+artifact folder per target, `OUT/<name>-<target>-<precision>/`. Architecture overrides are
+spelled as in a training config (`model.overrides.depth=1`, `'model.overrides={depth: 1}'`) and
+read by the same parser."""
 from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
+from lafs_edge.errors import UserError
 
 TARGET_CHOICES = ("onnx", "openvino", "tflite", "coreml", "pytorch", "all")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="lafs-edge checkpoint, or a registry name (random weights, seed 0)")
+    parser.add_argument("overrides", nargs="*", metavar="model.overrides.KEY=VALUE",
+                        help="model config overrides as training spells them, values parsed as "
+                             "YAML: model.overrides.depth=1, model.overrides.preset=test or "
+                             "'model.overrides={depth: 1, dim: 64}' (registry models)")
     parser.add_argument("--target", required=True, metavar="|".join(TARGET_CHOICES),
                         help="one target, several joined by commas (openvino,tflite), or all = "
                         "onnx, openvino, tflite and coreml (those exporting --precision)")
@@ -31,13 +38,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=("gather", "grid_sample"),
                         help="part fViT patch sampler to export "
                              "(default: gather, portable to every target)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config override, e.g. depth=1 (registry models)")
+    parser.add_argument("--override", action=RenamedOverride, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert.export import ALL_TARGETS, SUPPORTED, check_request
-    from ..convert.pipeline import export_models
+    from lafs_edge.convert.export import ALL_TARGETS, SUPPORTED, check_request
+    from lafs_edge.convert.pipeline import export_models
 
     if args.target == "all":
         targets = [t for t in ALL_TARGETS if args.precision in SUPPORTED[t]]
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     results = export_models(args.model, targets, args.precision, args.out, calib=args.calib,
                             calib_count=args.calib_count, pairs=args.pairs,
                             pairs_count=args.pairs_count, name=args.name,
-                            sampler=args.sampler, overrides=parse_overrides(args.override))
+                            sampler=args.sampler, overrides=parse_overrides(args.overrides))
     for folder, manifest in results:
         parity = manifest.parity
         figure = ""
@@ -70,8 +76,8 @@ def executes_in(folder, manifest) -> str:
     loaded runtime (OpenVINO and LiteRT; other targets run as their precision says)."""
     if manifest.target not in ("openvino", "tflite"):
         return ""
-    from ..convert.bench import execution_precision
-    from ..runtime.backends import open_runtime
+    from lafs_edge.convert.bench import execution_precision
+    from lafs_edge.runtime.backends import open_runtime
 
     try:
         return f", executes in {execution_precision(open_runtime(folder, threads=1))}"
@@ -80,12 +86,25 @@ def executes_in(folder, manifest) -> str:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    import yaml
+    """`model.overrides.KEY=VALUE` (or `model.overrides={...}`) items -> {KEY: value}, read by
+    the training config's parser, so both commands take the same text the same way."""
+    from lafs_edge.train.config import nest, parse_override
 
-    overrides = {}
+    overrides: dict = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--override wants KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+        key, value = parse_override(item)
+        if key == "model.overrides" and isinstance(value, dict):
+            overrides.update(value)
+        elif key.startswith("model.overrides."):
+            overrides.update(nest(key.removeprefix("model.overrides."), value))
+        else:
+            raise UserError(f"export takes model.overrides.KEY=VALUE or 'model.overrides={{KEY: "
+                            f"VALUE, ...}}' (the model's constructor arguments), got {item!r}")
     return overrides
+
+
+class RenamedOverride(argparse.Action):
+    """The old `--override KEY=VALUE`: one line saying how it is written now."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"--override is spelled as in training now: model.overrides.{values}")

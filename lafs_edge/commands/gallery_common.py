@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from lafs_edge.commands.model_option import HELP, resolve_model
+
 MAX_THREADS = 256
 
 
@@ -37,17 +39,17 @@ def add_gallery_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
-                        help="exported artifact folder (or its manifest.json); default: the "
-                             "shipped student, exported once into the cache")
+                        help=f"{HELP}; a checkpoint or a name is exported once into the cache "
+                             "(default: the shipped student)")
     parser.add_argument("--threads", type=number(1, MAX_THREADS, integer=True), default=None,
                         help="CPU threads for the model")
 
 
 def model_artifact(args: argparse.Namespace):
-    """--model, or the shipped student's artifact when none is given."""
+    """The artifact folder of --model, or of the shipped student when none is given."""
     if args.model:
-        return args.model
-    from ..runtime.shipped import default_artifact
+        return resolve_model(args.model).artifact()
+    from lafs_edge.runtime.shipped import default_artifact
 
     return default_artifact()
 
@@ -59,8 +61,8 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def open_recognizer(args: argparse.Namespace, gallery=None, threshold: float | None = None):
-    from ..gallery import Recognizer
-    from ..runtime.embedder import Embedder
+    from lafs_edge.gallery import Recognizer
+    from lafs_edge.runtime.embedder import Embedder
 
     return Recognizer(Embedder.from_artifact(model_artifact(args), threads=args.threads), gallery=gallery,
                       threshold=threshold)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .gallery_common import add_gallery_argument
+from lafs_edge.commands.gallery_common import add_gallery_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..gallery import ErasureIncomplete, Gallery
+    from lafs_edge.gallery import ErasureIncomplete, Gallery
 
     with Gallery(args.gallery, create=False, timeout=args.busy_timeout) as gallery:
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .gallery_common import add_gallery_argument
+from lafs_edge.commands.gallery_common import add_gallery_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from ..gallery import Gallery
+    from lafs_edge.gallery import Gallery
 
     with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
         people = gallery.people()

@@ -1,4 +1,4 @@
-"""`lafs-edge identify IMG... [--model ARTIFACT] --gallery FILE`: who is in these photos?
+"""`lafs-edge identify IMG... [--model MODEL] --gallery FILE`: who is in these photos?
 (no --model: the shipped student)
 
 Each photo may hold any number of faces: detect, align, embed (one batch per photo), match.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from .gallery_common import (add_gallery_argument, add_model_argument, add_threshold_argument,
-                             number)
+from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument,
+                                               add_threshold_argument, number)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..errors import UserError
-    from ..gallery import STAGES, Gallery
-    from .gallery_common import open_recognizer
+    from lafs_edge.commands.gallery_common import open_recognizer
+    from lafs_edge.errors import UserError
+    from lafs_edge.gallery import STAGES, Gallery
 
     missing = next((path for path in args.images if not Path(path).is_file()), None)
     if missing is not None:   # a typo fails before the models load, not halfway through
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("the model's manifest has no threshold; pass --threshold")
         gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
         recognizer.use_adapter = not args.no_adapter
-        found, samples = 0, {stage: [] for stage in STAGES}
+        found = 0
+        samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
         for path in args.images:
             found += _identify_photo(recognizer, path, args.repeat if args.timings else 0,
                                      samples)
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 def _identify_photo(recognizer, path, repeat: int, samples: dict) -> int:
     """Read, identify and print one photo; returns its number of faces. The pixels are freed on
     return, so only one photo is ever in memory."""
-    from ..image import read_image
+    from lafs_edge.image import read_image
 
     image = read_image(path)
     results = recognizer.identify(image)

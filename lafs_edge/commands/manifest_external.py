@@ -14,8 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runtime.embedder import RETAIL_0095_THRESHOLD, external_manifest
-    from ..runtime.manifest import write_manifest
+    from lafs_edge.runtime.embedder import RETAIL_0095_THRESHOLD, external_manifest
+    from lafs_edge.runtime.manifest import write_manifest
 
     threshold = RETAIL_0095_THRESHOLD if args.threshold is None else args.threshold
     manifest = external_manifest(args.model_xml, threshold=threshold)

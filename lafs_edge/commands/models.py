@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -11,12 +12,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import count_flops, count_parameters, create_model, list_models, model_description
-    from ..models.pretrained import shipped
+    from lafs_edge.models import (count_flops, count_parameters, create_model, list_models,
+                                  model_description)
+    from lafs_edge.models.pretrained import shipped
 
     weights = shipped()
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in list_models():
         model = create_model(name)
         rows.append({"name": name, "parameters": count_parameters(model),

@@ -28,8 +28,8 @@ def run_stage(args: argparse.Namespace, stage: str, module: str) -> int:
 
     import yaml
 
-    from ..train.config import load_config
-    from ..train.loop import TrainingDiverged
+    from lafs_edge.train.config import load_config
+    from lafs_edge.train.engine import TrainingDiverged
 
     cfg = load_config(stage, args.config, args.overrides)
     if args.print_config:

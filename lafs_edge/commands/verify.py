@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from lafs_edge.commands.model_option import PYTORCH_HELP
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="artifact folder (with manifest.json)")
     parser.add_argument("--data", required=True, help="aligned faces: a landmarks.txt folder, or "
                         "labelled images (identity folders / NAME.condition) for accuracy too")
-    parser.add_argument("--model", help="source checkpoint or registry name (default: the "
-                        "manifest's record; a checkpoint must match its sha256)")
+    parser.add_argument("--model", help=f"the PyTorch source: {PYTORCH_HELP} (default: the "
+                        "manifest's record; a checkpoint must match its sha256). Not an artifact "
+                        "folder: verify measures an artifact against PyTorch")
     parser.add_argument("--limit", type=int, help="use at most this many faces (fixed seed)")
     parser.add_argument("--json", help="also write the report to this file")
     parser.add_argument("--no-update", action="store_true",
@@ -19,15 +22,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert.data import load_faces
-    from ..convert.export import load_recorded_source
-    from ..convert.verify import verify_artifact
-    from ..runtime.backends import check_files
-    from ..runtime.manifest import read_manifest, write_manifest
+    from lafs_edge.commands.model_option import pytorch_source
+    from lafs_edge.convert.data import load_faces
+    from lafs_edge.convert.export import load_recorded_source
+    from lafs_edge.convert.verify import verify_artifact
+    from lafs_edge.runtime.backends import check_files
+    from lafs_edge.runtime.manifest import read_manifest, write_manifest
 
+    source = pytorch_source(args.model)
     manifest, folder = read_manifest(args.artifact)
     check_files(manifest, folder)
-    model = load_recorded_source(manifest, args.model)
+    model = load_recorded_source(manifest, source)
     faces = load_faces(args.data, limit=args.limit)
     report, _ = verify_artifact(folder, manifest, model, faces)
     report["data"] = args.data
@@ -64,6 +69,6 @@ def _print(manifest, report: dict) -> None:
 
 
 def _write_json(path: str, report: dict) -> None:
-    from ..train.data.folders import write_text_atomic
+    from lafs_edge.train.data.folders import write_text_atomic
 
     write_text_atomic(path, json.dumps(report, indent=2) + "\n")

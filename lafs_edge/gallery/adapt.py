@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import UserError
+from lafs_edge.errors import UserError
 
 ADAPTERS_TABLE = """CREATE TABLE IF NOT EXISTS adapters (
     fingerprint TEXT PRIMARY KEY, people TEXT NOT NULL, state BLOB NOT NULL,
@@ -92,7 +92,7 @@ def _geometric(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     height, width = crop.shape[:2]
     angle, scale = rng.uniform(-10, 10), rng.uniform(0.92, 1.08)
-    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
+    matrix: np.ndarray = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
     matrix[:, 2] += rng.uniform(-0.04, 0.04, 2) * (width, height)
     out = cv2.warpAffine(crop, matrix, (width, height), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REFLECT)
@@ -102,7 +102,7 @@ def _geometric(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _photometric(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     import cv2
 
-    x = crop.astype(np.float32) / 255.0
+    x: np.ndarray = crop.astype(np.float32) / 255.0
     if rng.random() < 0.2:
         x = np.repeat(x.mean(2, keepdims=True), 3, axis=2)
     x = np.clip((x - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.uniform(-0.12, 0.12), 0, 1)
@@ -133,13 +133,14 @@ def augmented_views(crops: list[np.ndarray], views: int, seed: int) -> list[np.n
 # --- training -----------------------------------------------------------------------------------
 
 def train_adapter(embeddings: np.ndarray, labels: np.ndarray, people: list[str],
-                  fingerprint: str, config: AdaptConfig = AdaptConfig()) -> Adapter:
+                  fingerprint: str, config: AdaptConfig | None = None) -> Adapter:
     """Fit A and the prototypes on L2-normalised view embeddings (N, D) with labels in
     range(len(people))."""
+    config = config or AdaptConfig()
     import torch
     import torch.nn.functional as F
 
-    from ..models.heads import margin_logits
+    from lafs_edge.models.heads import margin_logits
 
     torch.manual_seed(config.seed)
     x = torch.as_tensor(np.asarray(embeddings, np.float32))
@@ -198,9 +199,10 @@ def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores.argmax(1) == labels))
 
 
-def adapt_gallery(gallery, embedder, config: AdaptConfig = AdaptConfig(),
+def adapt_gallery(gallery, embedder, config: AdaptConfig | None = None,
                   progress: bool = False) -> AdaptReport:
     """Train the head on the gallery's enrolled people (their stored crops) and store it."""
+    config = config or AdaptConfig()
     if gallery.fingerprint is None:
         raise UserError(f"gallery {gallery.path} is empty: enroll at least two people first")
     gallery.check_model(embedder.fingerprint, embedder.label)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Gallery, Shot
+from lafs_edge.gallery.store import Gallery, Shot
 
 
 @dataclass

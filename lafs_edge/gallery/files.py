@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
 
-from ..errors import UserError
+from lafs_edge.errors import UserError
 
 SIDE_FILES = ("-wal", "-shm", "-journal")   # SQLite's companions of a database file
 

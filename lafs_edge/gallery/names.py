@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from ..errors import UserError
+from lafs_edge.errors import UserError
 
 JOINERS = {"\u200c", "\u200d"}   # zero-width (non-)joiner: needed to write Persian, Indic, emoji
 

@@ -12,20 +12,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import UserError
-from ..image import read_image
-from .quality import QualityGate, assess
-from .store import Gallery, Match, Shot
+from lafs_edge.errors import UserError
+from lafs_edge.gallery.quality import QualityGate, assess
+from lafs_edge.gallery.store import Gallery, Match, Shot
+from lafs_edge.image import read_image
+
+if TYPE_CHECKING:
+    from lafs_edge.landmarks import Face
 
 STAGES = ("detect", "mesh", "align", "embed", "match")
 
 
 @dataclass
 class Recognized:
-    face: object            # lafs_edge.landmarks.Face
+    face: Face
     embedding: np.ndarray
     match: Match | None
 
@@ -34,7 +38,7 @@ class Recognizer:
     def __init__(self, embedder, analyzer=None, gallery: Gallery | None = None,
                  threshold: float | None = None):
         if analyzer is None:
-            from ..landmarks import FaceAnalyzer
+            from lafs_edge.landmarks import FaceAnalyzer
 
             analyzer = FaceAnalyzer()
         self.embedder, self.analyzer, self.gallery = embedder, analyzer, gallery

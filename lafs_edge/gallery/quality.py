@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..align import align_face
-
+from lafs_edge.align import align_face
 
 INNER_FACE = (slice(36, 104), slice(28, 84))  # rows, columns of the 112x112 ArcFace crop
 

@@ -26,16 +26,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import UserError
-from .adapt import choose_people, drop_adapters, load_adapter
-from .files import (check_export_target, check_writable, create_gallery_file, explain,
-                    read_only_uri, remove_stale_temporaries, sqlite_errors)
-from .names import check_name
-from .transfer import ExportFile, read_export, shot_record, write_export
+from lafs_edge.errors import UserError
+from lafs_edge.gallery.adapt import choose_people, drop_adapters, load_adapter
+from lafs_edge.gallery.files import (check_export_target, check_writable, create_gallery_file,
+                                     explain, read_only_uri, remove_stale_temporaries,
+                                     sqlite_errors)
+from lafs_edge.gallery.names import check_name
+from lafs_edge.gallery.transfer import ExportFile, read_export, shot_record, write_export
 
 FORMAT = "lafs-edge-gallery/1"
 DUPLICATE_COSINE = 0.97   # a new shot this close to one of the person's shots adds nothing
@@ -307,8 +308,8 @@ class Gallery:
             self._bind(db, fingerprint, model_name)
             person_id = self._person_id(db, name)
             drop_adapters(db)   # trained on the old set of people
-            kept, _ = self.embeddings(name)
-            kept = list(kept)
+            stored, _ = self.embeddings(name)
+            kept = list(stored)
             for number, shot in enumerate(shots):
                 source = shot.source or f"shot {number + 1}"
                 vector = _unit_vector(shot.embedding, source)
@@ -389,7 +390,7 @@ class Gallery:
         check_export_target(path, self.path)
         if self.fingerprint is None:
             raise UserError(f"gallery {self.path} is empty: nothing to export")
-        people = []
+        people: list[dict[str, Any]] = []
         with self.snapshot() as db:   # one consistent view
             for person in self.people():
                 rows = db.execute(

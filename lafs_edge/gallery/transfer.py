@@ -17,13 +17,14 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 
-from ..errors import UserError
-from ..fileio import write_bytes_atomic
-from .files import remove_stale_temporaries
-from .names import check_name
+from lafs_edge.errors import UserError
+from lafs_edge.fileio import write_bytes_atomic
+from lafs_edge.gallery.files import remove_stale_temporaries
+from lafs_edge.gallery.names import check_name
 
 EXPORT_FORMAT = "lafs-edge-gallery-export/1"
 UNIT_TOLERANCE = 1e-3      # the same tolerance enroll applies to new embeddings
@@ -112,6 +113,7 @@ def _check_document(document: dict, dim: int | None) -> ExportFile:
     for index, record in enumerate(people_records):
         person, dim = _check_person(record, f"people[{index}]", dim)
         people.append(person)
+    assert dim is not None   # every person has shots
     return ExportFile(fingerprint, model, dim, people)
 
 
@@ -188,6 +190,10 @@ def _base64(value, where: str) -> bytes:
         raise BadRecord(f"{where} is not valid base64") from None
 
 
+@overload
+def _text(value, where: str, required: Literal[True]) -> str: ...
+@overload
+def _text(value, where: str, required: bool = False) -> str | None: ...
 def _text(value, where: str, required: bool = False) -> str | None:
     if value is None and not required:
         return None

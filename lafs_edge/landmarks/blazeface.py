@@ -107,8 +107,8 @@ class BlazeFace:
     """One BlazeFace model; `detect(image_rgb)` -> detections in image pixels."""
 
     def __init__(self, config: DetectorConfig = SHORT_RANGE, model_folder=None, num_threads: int = 2):
-        from .fetch import model_path
-        from .litert import load_interpreter
+        from lafs_edge.landmarks.fetch import model_path
+        from lafs_edge.landmarks.litert import load_interpreter
 
         self.config = config
         self.interpreter = load_interpreter(model_path(config.model, model_folder), num_threads)

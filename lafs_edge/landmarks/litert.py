@@ -5,7 +5,7 @@ import os
 import sys
 from contextlib import contextmanager
 
-from ..errors import UserError
+from lafs_edge.errors import UserError
 
 
 def load_interpreter(path: str | os.PathLike, num_threads: int = 2):

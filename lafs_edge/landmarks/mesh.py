@@ -77,8 +77,8 @@ class FaceMesh:
     """`mesh(image_rgb, roi)` -> ((468, 3) points in image pixels, face-presence probability)."""
 
     def __init__(self, model_folder=None, num_threads: int = 2):
-        from .fetch import model_path
-        from .litert import load_interpreter
+        from lafs_edge.landmarks.fetch import model_path
+        from lafs_edge.landmarks.litert import load_interpreter
 
         self.interpreter = load_interpreter(model_path("face_landmark.tflite", model_folder),
                                             num_threads)

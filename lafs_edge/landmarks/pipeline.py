@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, Detection, iou
-from .mesh import FaceMesh, Roi, alignment_points, roi_from_detection
+from lafs_edge.landmarks.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, Detection, iou
+from lafs_edge.landmarks.mesh import FaceMesh, Roi, alignment_points, roi_from_detection
 
 DETECTORS = {"short": SHORT_RANGE, "full": FULL_RANGE}
 MERGE_IOU = 0.3        # boxes from the two detectors overlapping more than this are one face
@@ -75,6 +75,7 @@ class FaceAnalyzer:
         MIN_PRESENCE are dropped."""
         image = _as_rgb(image)
         start = time.perf_counter()
+        detections: list[Detection] | list[None]
         if rois is None:
             detections = self.detect(image)
             rois = [roi_from_detection(d.box, d.keypoints) for d in detections]

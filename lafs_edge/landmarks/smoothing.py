@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .blazeface import iou
+from lafs_edge.landmarks.blazeface import iou
+
+if TYPE_CHECKING:
+    from lafs_edge.landmarks.pipeline import Face
 
 
 def _alpha(cutoff: float, dt: float) -> float:
@@ -35,7 +39,7 @@ class OneEuroFilter:
 
     def __call__(self, value: np.ndarray, t: float, scale: float = 1.0) -> np.ndarray:
         value = np.asarray(value, np.float64)
-        if self._value is None or self._time is None or t <= self._time:
+        if self._value is None or self._speed is None or self._time is None or t <= self._time:
             self._value, self._speed, self._time = value.copy(), np.zeros_like(value), t
             return value.copy()
         dt = t - self._time
@@ -53,7 +57,7 @@ class OneEuroFilter:
 @dataclass
 class Track:
     id: int
-    face: object                      # the latest lafs_edge.landmarks.Face (smoothed)
+    face: Face                        # the latest lafs_edge.landmarks.Face (smoothed)
     filter: OneEuroFilter = field(default_factory=OneEuroFilter)
     missed: int = 0
 
@@ -70,7 +74,7 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, faces: list, t: float) -> list[tuple[int, object]]:
+    def update(self, faces: list[Face], t: float) -> list[tuple[int, Face]]:
         unmatched = list(self.tracks)
         out = []
         for face in faces:
@@ -89,7 +93,7 @@ class FaceTracker:
         return out
 
     def rois(self) -> list:
-        from .mesh import roi_from_mesh
+        from lafs_edge.landmarks.mesh import roi_from_mesh
 
         return [roi_from_mesh(track.face.mesh) for track in self.tracks if track.missed == 0]
 
@@ -102,7 +106,7 @@ class FaceTracker:
 
     @staticmethod
     def _smooth(track: Track, face, t: float) -> None:
-        from .mesh import alignment_points
+        from lafs_edge.landmarks.mesh import alignment_points
 
         box = _mesh_box(face)
         scale = float((box[2] - box[0] + box[3] - box[1]) / 2)

@@ -5,8 +5,12 @@ because face crops are aligned and each spatial position means a fixed facial re
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
+
+from lafs_edge.models.base import FaceModel
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
@@ -35,7 +39,7 @@ class Bottleneck(nn.Module):
 STAGES = [(2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1)]
 
 
-class MobileFaceNet(nn.Module):
+class MobileFaceNet(FaceModel):
     def __init__(self, embedding_dim: int = 128, image_size: int = 112):
         super().__init__()
         self.embedding_dim = embedding_dim
@@ -50,7 +54,7 @@ class MobileFaceNet(nn.Module):
         self.features = nn.Sequential(*layers)
         side = image_size // 16
         self.gdc = conv_bn(512, 512, side, 1, 512, act=False)
-        self.gdc[0].padding = (0, 0)  # global depthwise conv: one output position
+        cast(nn.Conv2d, self.gdc[0]).padding = (0, 0)  # global depthwise conv: one output position
         self.embed = nn.Sequential(nn.Conv2d(512, embedding_dim, 1, bias=False),
                                    nn.BatchNorm2d(embedding_dim))
         for m in self.modules():

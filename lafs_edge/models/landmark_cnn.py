@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .mobilenetv3 import MobileNetV3Trunk
+from lafs_edge.models.mobilenetv3 import MobileNetV3Trunk
 
 
 class LandmarkCNN(nn.Module):

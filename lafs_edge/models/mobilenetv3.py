@@ -2,7 +2,7 @@
 because torchvision cannot be installed beside the CPU build of torch.
 
 The trunk stops before the final 1x1 expansion conv: Large ends at 160 channels, Small at 96,
-which is what the landmark CNN pools (DESIGN.md section 2).
+which is what the landmark CNN pools (docs/architecture.md, "The method").
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class MobileNetV3Trunk(nn.Module):
         if variant not in CONFIGS:
             raise ValueError(f"unknown MobileNetV3 variant {variant!r}; choose from {list(CONFIGS)}")
         table = CONFIGS[variant]
-        layers = [conv_bn_act(in_chans, 16, 3, stride=2)]
+        layers: list[nn.Module] = [conv_bn_act(in_chans, 16, 3, stride=2)]
         layers += [InvertedResidual(*row) for row in table]
         self.features = nn.Sequential(*layers)
         self.out_channels = table[-1][3]

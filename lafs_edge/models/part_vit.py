@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .landmark_cnn import LandmarkCNN
-from .sampler import sample_patches
+from lafs_edge.models.base import FaceModel
+from lafs_edge.models.landmark_cnn import LandmarkCNN
+from lafs_edge.models.sampler import sample_patches
 
 
 def drop_path(x: torch.Tensor, prob: float, training: bool) -> torch.Tensor:
@@ -73,7 +74,7 @@ class Block(nn.Module):
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
-class PartViT(nn.Module):
+class PartViT(FaceModel):
     def __init__(self, num_landmarks: int = 196, patch_size: int = 8, dim: int = 768,
                  depth: int = 12, heads: int = 11, head_dim: int = 64, mlp_dim: int = 2048,
                  drop_path: float = 0.1, landmark_trunk: str = "large", image_size: int = 112,

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 from torch import nn
 
 from ..fileio import atomic_write
+from .base import FaceModel
 from .cnn_student import MobileFaceNet
 from .part_vit import PartViT
 
 CHECKPOINT_FORMAT = "lafs-edge-checkpoint/1"
 
-_REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any], str]] = {}
+_REGISTRY: dict[str, tuple[Callable[..., FaceModel], dict[str, Any], str]] = {}
 
 
-def register(name: str, builder: Callable[..., nn.Module], description: str, **defaults: Any):
+def register(name: str, builder: Callable[..., FaceModel], description: str, **defaults: Any):
     _REGISTRY[name] = (builder, defaults, description)
 
 
@@ -43,6 +44,16 @@ register("part_fvit_tiny", PartViT,
 register("mobilefacenet", MobileFaceNet,
          "CNN student (MobileFaceNet), about 1M parameters, 128-d embedding", embedding_dim=128)
 
+# Named override sets for the part fViTs, applied under the caller's overrides. The `preset` key
+# goes wherever overrides go: `create_model(name, preset="test")`, `model.overrides={preset: test}`
+# in a training config, `model.overrides.preset=test` on `lafs-edge export`. Checkpoints store the
+# resolved values, so they load without this table.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The test suite's model: one narrow block on 16 landmarks, seconds per training run on a CPU.
+    "test": dict(num_landmarks=16, dim=32, depth=1, heads=2, head_dim=16, mlp_dim=64,
+                 landmark_dropout=0.0),
+}
+
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
@@ -52,14 +63,25 @@ def model_description(name: str) -> str:
     return _REGISTRY[_check_name(name)][2]
 
 
-def model_config(name: str, **overrides: Any) -> dict[str, Any]:
+def model_config(name: str, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
     builder, defaults, _ = _REGISTRY[_check_name(name)]
-    return {**defaults, **overrides}
+    return {**defaults, **_with_preset(preset, overrides)}
 
 
-def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module:
-    """Build a registered model; keyword overrides change its config. `pretrained=True` loads
-    the weights shipped with the package (sha256-checked; `lafs-edge models` lists them)."""
+def _with_preset(preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    if preset is None:
+        return dict(overrides)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; registered: {', '.join(sorted(PRESETS))}")
+    return {**PRESETS[preset], **overrides}
+
+
+def create_model(name: str, pretrained: bool = False, preset: str | None = None,
+                 **overrides: Any) -> FaceModel:
+    """Build a registered model; keyword overrides change its config, on top of a named
+    `preset` (PRESETS) when given. `pretrained=True` loads the weights shipped with the package
+    (sha256-checked; `lafs-edge models` lists them)."""
+    overrides = _with_preset(preset, overrides)
     if pretrained:
         from .pretrained import weights_file
 
@@ -83,7 +105,7 @@ def _check_name(name: str) -> str:
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> None:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
-    module = getattr(model, "module", model)  # unwrap DDP
+    module = cast(FaceModel, getattr(model, "module", model))  # unwrap DDP
     payload = {"format": CHECKPOINT_FORMAT, "arch": module.arch,
                "config": dict(module.arch_config), "state_dict": module.state_dict(), **extra}
     atomic_torch_save(payload, path)
@@ -108,7 +130,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> nn.Module:
+def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> FaceModel:
     """A registry name (random weights) or a checkpoint path -> model in eval mode."""
     if str(name_or_path) in _REGISTRY:
         model = create_model(str(name_or_path), **overrides)

@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UserError
-from .manifest import Manifest, read_manifest, sha256_file
+from lafs_edge.errors import UserError
+from lafs_edge.runtime.manifest import Manifest, read_manifest, sha256_file
 
 # target -> module in lafs_edge.runtime with `load(model_path, manifest, threads) -> callable`
 BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert",
@@ -78,7 +78,7 @@ def open_runtime(artifact: str | os.PathLike, threads: int | None = None,
 
 def check_files(manifest: Manifest, folder: Path) -> None:
     """The model (and weights) files exist and match the manifest's sha256."""
-    pairs = [(manifest.model_file, manifest.model_sha256)]
+    pairs: list[tuple[str, str | None]] = [(manifest.model_file, manifest.model_sha256)]
     if manifest.weights_file:
         pairs.append((manifest.weights_file, manifest.weights_sha256))
     for name, expected in pairs:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..align import align_face, template_for
-from ..errors import UserError
-from .manifest import InputSpec, Manifest, sha256_file
+from lafs_edge.align import align_face, template_for
+from lafs_edge.errors import UserError
+from lafs_edge.runtime.manifest import InputSpec, Manifest, sha256_file
 
 
 class Embedder:
@@ -51,7 +51,7 @@ class Embedder:
 
     @classmethod
     def from_artifact(cls, path: str | os.PathLike, threads: int | None = None) -> "Embedder":
-        from .backends import open_runtime
+        from lafs_edge.runtime.backends import open_runtime
 
         try:
             return cls(open_runtime(path, threads=threads))
@@ -95,7 +95,7 @@ class Embedder:
 
     def file_hashes(self) -> tuple[str, str | None]:
         """sha256 of the model file (or Core ML folder) and of the weights file, if any."""
-        from .backends import sha256_path
+        from lafs_edge.runtime.backends import sha256_path
 
         folder, m = Path(self.runtime.folder), self.manifest
         weights = sha256_file(folder / m.weights_file) if m.weights_file else None
@@ -126,12 +126,17 @@ class Embedder:
             batch = batch.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(batch, dtype=np.float32)
 
+    def features(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Aligned crops -> (B, D) float32 as the model outputs them (not normalised; IJB
+        scoring weighs by the norm), in one runtime call."""
+        return self.runtime.run(self.preprocess(crops))
+
     def embed_crops(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """Aligned crops -> (B, D) float32, L2-normalised, in one runtime call."""
         if len(crops) == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
         start = time.perf_counter()
-        raw = self.runtime.run(self.preprocess(crops))
+        raw = self.features(crops)
         self.timings["embed"] = (time.perf_counter() - start) * 1e3
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         if not np.all(np.isfinite(raw)) or np.any(norms == 0):
@@ -196,7 +201,7 @@ def external_manifest(model_xml: str | os.PathLike, precision: str | None = None
 
 
 def _openvino_io_names(xml: Path) -> tuple[str, str]:
-    from .backends import require
+    from lafs_edge.runtime.openvino import shared_core
 
-    model = require("openvino", "openvino").Core().read_model(str(xml))
+    model = shared_core().read_model(str(xml))
     return model.inputs[0].get_any_name(), model.outputs[0].get_any_name()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import require
-from .manifest import Manifest
+from lafs_edge.runtime.backends import require
+from lafs_edge.runtime.manifest import Manifest
 
 
 def load(model_path: Path, manifest: Manifest, threads: int | None):

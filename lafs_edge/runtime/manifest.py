@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..fileio import write_text_atomic
+from lafs_edge.errors import UserError
+from lafs_edge.fileio import write_text_atomic
 
 FORMAT = "lafs-edge-artifact/1"
 TARGETS = ("onnx", "openvino", "tflite", "coreml", "pytorch")
@@ -91,7 +91,7 @@ class Manifest:
 def _check_files(manifest: Manifest) -> None:
     """File names and their hashes. A blank hash would turn the load-time integrity check off,
     and the gallery fingerprint derives from these files, so both are required."""
-    files = [("model", manifest.model_file, manifest.model_sha256)]
+    files: list[tuple[str, str, str | None]] = [("model", manifest.model_file, manifest.model_sha256)]
     if manifest.weights_file is not None:
         files.append(("weights", manifest.weights_file, manifest.weights_sha256))
     for kind, name, digest in files:
@@ -142,11 +142,8 @@ def sha256_file(path: str | os.PathLike) -> str:
     stat = os.stat(path)
     key = (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key not in _HASHED:
-        digest = hashlib.sha256()
         with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _HASHED[key] = digest.hexdigest()
+            _HASHED[key] = hashlib.file_digest(f, "sha256").hexdigest()
     return _HASHED[key]
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .backends import require
-from .manifest import Manifest
+from lafs_edge.runtime.backends import require
+from lafs_edge.runtime.manifest import Manifest
 
 
 def load(model_path: Path, manifest: Manifest, threads: int | None):

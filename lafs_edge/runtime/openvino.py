@@ -4,16 +4,25 @@ cosine. An fp16 IR then means fp16 weights (half the file) computed in f32; int8
 their quantized layers in int8 and the layers kept float in f32."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-from .backends import require
-from .manifest import Manifest
+from lafs_edge.runtime.backends import require
+from lafs_edge.runtime.manifest import Manifest
+
+
+@functools.cache
+def shared_core():
+    """One Core per process. The CPU plugin (2026.4) points the thread's alternate signal stack at
+    a buffer of each Core that compiles a model and frees it with the Core: Cores freed in the
+    order they were made leave the stack dangling, and the next Python-handled signal (Ctrl-C,
+    SIGTERM, torch DataLoader's SIGCHLD) then kills the process with SIGSEGV."""
+    return require("openvino", "openvino").Core()
 
 
 def load(model_path: Path, manifest: Manifest, threads: int | None):
-    ov = require("openvino", "openvino")
-    core = ov.Core()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    core = shared_core()
+    config: dict[str, str | int] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)

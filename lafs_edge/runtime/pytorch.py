@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import Manifest
+from lafs_edge.runtime.manifest import Manifest
 
 
 def load(model_path: Path, manifest: Manifest, threads: int | None):
     import torch
 
-    from ..models import load_model
+    from lafs_edge.models import load_model
 
     if threads:
         torch.set_num_threads(int(threads))

@@ -14,9 +14,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...errors import UserError
-from ...fileio import write_text_atomic
-from ...image import IMAGE_SUFFIXES, read_image
+from lafs_edge.errors import UserError
+from lafs_edge.fileio import write_text_atomic
+from lafs_edge.image import IMAGE_SUFFIXES, read_image
 
 # First bytes of the formats OpenCV/Pillow read: lets extension-less files (Yale) count as images.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"P5", b"P6", b"P2", b"P3",

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...align import CROP_SIZE, align_face
-from ...errors import UserError
-from ...image import read_image
+from lafs_edge.align import CROP_SIZE, align_face
+from lafs_edge.errors import UserError
+from lafs_edge.image import read_image
 
 
 def read_landmark_list(path: str | os.PathLike,

@@ -24,13 +24,13 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...errors import UserError
-from ...fileio import write_text_atomic
+from lafs_edge.errors import UserError
+from lafs_edge.fileio import write_text_atomic
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -42,7 +42,7 @@ IR_SIZE = struct.calcsize(IR_FORMAT)  # 24
 @dataclass
 class IRHeader:
     flag: int
-    label: float | np.ndarray
+    label: Any              # float; a float32 array when flag > 0 (any sequence when packing)
     id: int
     id2: int = 0
 

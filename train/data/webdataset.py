@@ -10,7 +10,7 @@ overall. Ranks can get different sample counts when shards are uneven, so a DDP 
 stop on a fixed step count, not on the end of the stream.
 
 For training, `ShardSource` is the shard folder as a stage's data source: the engine streams it
-(`lafs_edge.train.loop.ShardStream`: equal micro-batch counts on every rank, exact resume).
+(`lafs_edge.train.engine.ShardStream`: equal micro-batch counts on every rank, exact resume).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from torch.utils.data import IterableDataset
 
-from ...errors import UserError
-from .recordio import decode_image
+from lafs_edge.errors import UserError
+from lafs_edge.train.data.recordio import decode_image
 
 META = "meta.json"
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -132,7 +132,7 @@ class ShardSource:
     `decode(sample)` makes one item, `item(image, label)` ((image, label) by default).
 
     A stage wraps it in `SeededDataset` like any dataset; the Trainer sees the shard source
-    inside and streams it instead of sampling indices (`loop.ShardStream`).
+    inside and streams it instead of sampling indices (`engine.ShardStream`).
     """
 
     def __init__(self, root: str | os.PathLike | None, bgr: bool = False, labelled: bool = True,

@@ -16,10 +16,11 @@ def embed_images(model, images: Iterable[np.ndarray], batch_size: int = 64, flip
     import torch
     import torch.nn.functional as F
 
-    from ...image import to_model_input
+    from lafs_edge.image import to_model_input
 
     device = next(model.parameters()).device
-    rows, batch = [], []
+    rows: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
 
     def flush():
         with torch.inference_mode():

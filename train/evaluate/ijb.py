@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import UserError
+from lafs_edge.errors import UserError
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -77,8 +77,8 @@ def read_meta(root: str | os.PathLike, prefix: str | None = None) -> IJBMeta:
 
 def aligned_faces(root: str | os.PathLike, meta: IJBMeta, size: int = 112):
     """Yields each face of `meta`, aligned to the ArcFace template."""
-    from ...align import align_face
-    from ...image import read_image
+    from lafs_edge.align import align_face
+    from lafs_edge.image import read_image
 
     crops = Path(root) / "loose_crop"
     for name, points in zip(meta.names, meta.landmarks):
@@ -124,7 +124,9 @@ def template_pair_scores(template_feats: np.ndarray, unique_templates: np.ndarra
 def evaluate_ijb(raw_embeddings: np.ndarray, meta: IJBMeta, norm_score: bool = True,
                  detector_score: bool = True, fars=IJB_FARS) -> dict:
     """TAR at each FAR (and AUC) over the template pairs, from per-face raw embeddings."""
-    from .verification import roc_curve, tar_at_far, _trapezoid
+    from sklearn.metrics import auc
+
+    from lafs_edge.train.evaluate.verification import roc_curve, tar_at_far
 
     features = image_features(raw_embeddings, meta.detector_scores, norm_score, detector_score)
     template_feats, unique = template_features(features, meta.templates, meta.medias)
@@ -133,6 +135,6 @@ def evaluate_ijb(raw_embeddings: np.ndarray, meta: IJBMeta, norm_score: bool = T
     negatives = int((~meta.labels).sum())
     return {"faces": len(meta.names), "templates": int(unique.size), "pairs": int(scores.size),
             "genuine": int(meta.labels.sum()), "impostor": negatives,
-            "auc": float(_trapezoid(tpr, fpr)),
+            "auc": float(auc(fpr, tpr)),
             "tar_at_far": {f"{far:g}": {"tar": tar_at_far(fpr, tpr, far),
                                         "resolvable": bool(negatives * far >= 1)} for far in fars}}

@@ -9,9 +9,11 @@ known probes whose best match is the right identity AND scores at or above that 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...errors import UserError
+from lafs_edge.errors import UserError
 
 
 def kshot_split(labels, k: int, unknown_fraction: float = 0.0, seed: int = 0) -> dict:
@@ -53,7 +55,7 @@ def identification_report(embeddings: np.ndarray, labels, split: dict, fars=(1e-
     unknown probes. `embeddings` rows are L2-normalised."""
     labels = np.asarray(labels)
     templates, identities = gallery_templates(embeddings[split["enroll"]], labels[split["enroll"]])
-    report = {"gallery_identities": int(identities.size), "enrolled": int(split["enroll"].size),
+    report: dict[str, Any] = {"gallery_identities": int(identities.size), "enrolled": int(split["enroll"].size),
               "probes": int(split["probe"].size), "unknown_probes": int(split["unknown"].size)}
     if split["probe"].size:
         scores = embeddings[split["probe"]] @ templates.T

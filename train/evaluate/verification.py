@@ -14,12 +14,13 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from sklearn import metrics
+from sklearn.model_selection import KFold
 
-from ...errors import UserError
-from ...fileio import atomic_write
+from lafs_edge.errors import UserError
+from lafs_edge.fileio import atomic_write
 
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4, 1e-5)
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
 
 
 def _check(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,20 +35,13 @@ def _check(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def roc_curve(scores, issame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) at every distinct score, thresholds decreasing, starting at +inf
-    (nothing accepted). Same convention as scikit-learn's `roc_curve(drop_intermediate=False)`."""
+    (nothing accepted): scikit-learn's `roc_curve(drop_intermediate=False)`, so tied scores are
+    one point (all pairs at a threshold are accepted together), after checks that raise a
+    UserError where scikit-learn would only warn."""
     scores, issame = _check(scores, issame)
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores, sorted_same = scores[order], issame[order]
-    # Last index of each run of equal scores: all pairs at a threshold are accepted together.
-    last = np.r_[np.nonzero(np.diff(sorted_scores))[0], sorted_scores.size - 1]
-    true_accepts = np.cumsum(sorted_same)[last]
-    false_accepts = (last + 1) - true_accepts
-    positives, negatives = issame.sum(), (~issame).sum()
-    if positives == 0 or negatives == 0:
+    if issame.all() or not issame.any():
         raise UserError("ROC needs both genuine and impostor pairs")
-    tpr = np.r_[0.0, true_accepts / positives]
-    fpr = np.r_[0.0, false_accepts / negatives]
-    return fpr, tpr, np.r_[np.inf, sorted_scores[last]]
+    return metrics.roc_curve(issame, scores, drop_intermediate=False)
 
 
 def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far: float) -> float:
@@ -78,11 +72,10 @@ def best_threshold(scores: np.ndarray, issame: np.ndarray) -> tuple[float, float
 def kfold_accuracy(scores, issame, folds: int = 10) -> dict:
     """Mean and std of test-fold accuracy with the threshold chosen on the other folds."""
     scores, issame = _check(scores, issame)
-    if scores.size < folds:
-        raise UserError(f"{scores.size} pairs cannot make {folds} folds")
+    if not 2 <= folds <= scores.size:
+        raise UserError(f"{scores.size} pairs cannot make {folds} folds (need 2 to {scores.size})")
     accuracies, thresholds = [], []
-    for test in np.array_split(np.arange(scores.size), folds):
-        train = np.setdiff1d(np.arange(scores.size), test)
+    for train, test in KFold(n_splits=folds).split(scores):  # contiguous folds, file order
         threshold, _ = best_threshold(scores[train], issame[train])
         accuracies.append(np.mean((scores[test] >= threshold) == issame[test]))
         thresholds.append(threshold)
@@ -96,7 +89,7 @@ def verification_report(scores, issame, fars=DEFAULT_FARS, folds: int = 10) -> d
     fpr, tpr, _ = roc_curve(scores, issame)
     negatives = int((~issame).sum())
     report = {"pairs": int(scores.size), "genuine": int(issame.sum()), "impostor": negatives,
-              **kfold_accuracy(scores, issame, folds), "auc": float(_trapezoid(tpr, fpr)),
+              **kfold_accuracy(scores, issame, folds), "auc": float(metrics.auc(fpr, tpr)),
               "tar_at_far": {}}
     for far in fars:
         report["tar_at_far"][f"{far:g}"] = {"tar": tar_at_far(fpr, tpr, far),
