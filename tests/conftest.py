@@ -24,6 +24,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"area one of: {', '.join(sorted(areas))} (pyproject.toml lists them)")
 
 
+@pytest.fixture()
+def cli(capsys):
+    """Run `lafs-edge ARGS` in process -> (exit code, stdout, stderr); argparse errors too."""
+    from lafs_edge.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = SHARED / "data"

@@ -27,16 +27,6 @@ TRAINED = min(shipped())
 DEBUG_HINT = " (set LAFS_EDGE_DEBUG=1 for the traceback)"
 
 
-def run(capsys, *args) -> tuple[int, str, str]:
-    """`lafs-edge ARGS` in process -> (exit code, stdout, stderr); argparse errors too."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def one_error_line(err: str, *fragments: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -100,22 +90,22 @@ COMMANDS = {   # what each command needs around --model; every one resolves it b
 
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("bad", BAD_VALUES)
-def test_a_bad_model_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, command, bad):
+def test_a_bad_model_is_one_line_and_exit_2(cli, tmp_path, monkeypatch, command, bad):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
     value, message = BAD_VALUES[bad]
     value = "empty" if value == "FOLDER" else value
-    code, out, err = run(capsys, *COMMANDS[command], "--model", value)
+    code, out, err = cli(*COMMANDS[command], "--model", value)
     assert code == 2 and not out
     one_error_line(err, f"--model {value}", message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]   # nothing written
 
 
 @pytest.mark.parametrize("command", ["verify", "bench"])
-def test_commands_comparing_with_pytorch_refuse_an_artifact(capsys, tmp_path, monkeypatch,
+def test_commands_comparing_with_pytorch_refuse_an_artifact(cli, tmp_path, monkeypatch,
                                                             manifest_only, command):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, *COMMANDS[command], "--model", manifest_only)
+    code, _, err = cli(*COMMANDS[command], "--model", manifest_only)
     assert code == 2
     one_error_line(err, "an exported artifact", "checkpoint")
 
@@ -152,7 +142,7 @@ def test_a_checkpoint_is_exported_once_into_the_cache(checkpoint, exported, monk
 
 @pytest.mark.slow
 def test_embed_gives_the_same_vectors_from_the_artifact_and_the_checkpoint(
-        capsys, tmp_path, checkpoint, exported):
+        cli, tmp_path, checkpoint, exported):
     rng = np.random.default_rng(0)
     faces = []
     for i in range(3):
@@ -161,7 +151,7 @@ def test_embed_gives_the_same_vectors_from_the_artifact_and_the_checkpoint(
     rows = {}
     for model in (checkpoint, exported, exported / "manifest.json"):
         out = tmp_path / "e.npy"
-        code, _, err = run(capsys, "embed", *faces, "--model", model, "--out", out)
+        code, _, err = cli("embed", *faces, "--model", model, "--out", out)
         assert code == 0, err
         rows[model] = np.load(out)
     reference = rows.pop(checkpoint)
@@ -170,13 +160,13 @@ def test_embed_gives_the_same_vectors_from_the_artifact_and_the_checkpoint(
 
 
 @pytest.mark.slow
-def test_eval_scores_an_artifact_like_its_checkpoint(capsys, tmp_path, shared_data, checkpoint,
+def test_eval_scores_an_artifact_like_its_checkpoint(cli, tmp_path, shared_data, checkpoint,
                                                      exported):
     """Flip test and all: the artifact's runtime against PyTorch on real ORL faces."""
     reports = []
     for model in (checkpoint, exported):
         out = tmp_path / "report.json"
-        code, _, err = run(capsys, "eval", "--model", model, "--data", shared_data / "orl",
+        code, _, err = cli("eval", "--model", model, "--data", shared_data / "orl",
                            "--protocol", "kshot", "--k", "2", "--flip", "--out", out)
         assert code == 0, err
         reports.append(json.loads(out.read_text()))
@@ -186,7 +176,7 @@ def test_eval_scores_an_artifact_like_its_checkpoint(capsys, tmp_path, shared_da
 
 
 @pytest.mark.slow
-def test_gallery_import_takes_the_checkpoint_for_its_artifact(capsys, tmp_path, checkpoint,
+def test_gallery_import_takes_the_checkpoint_for_its_artifact(cli, tmp_path, checkpoint,
                                                                exported, monkeypatch):
     """The checkpoint and its artifact are one model: same fingerprint, so the import passes."""
     from lafs_edge.gallery import Gallery, Shot
@@ -199,9 +189,9 @@ def test_gallery_import_takes_the_checkpoint_for_its_artifact(capsys, tmp_path, 
     with Gallery(tmp_path / "g.db") as gallery:
         gallery.enroll("ann", [Shot(vector)], embedder.fingerprint, embedder.label)
     export = tmp_path / "export.json"
-    assert run(capsys, "gallery", "export", export, "--gallery", tmp_path / "g.db")[0] == 0
+    assert cli("gallery", "export", export, "--gallery", tmp_path / "g.db")[0] == 0
     for model in (checkpoint, exported):
-        code, out, err = run(capsys, "gallery", "import", export, "--gallery",
+        code, out, err = cli("gallery", "import", export, "--gallery",
                              tmp_path / f"from-{model.name}.db", "--model", model)
         assert code == 0, err
         assert "imported 1 shot" in out
@@ -209,9 +199,9 @@ def test_gallery_import_takes_the_checkpoint_for_its_artifact(capsys, tmp_path, 
 
 # --- export's overrides ----------------------------------------------------------------------------
 
-def test_export_spells_overrides_as_training_does(capsys, tmp_path):
+def test_export_spells_overrides_as_training_does(cli, tmp_path):
     out = tmp_path / "out"
-    code, _, err = run(capsys, "export", "part_fvit_tiny", "model.overrides.preset=test",
+    code, _, err = cli("export", "part_fvit_tiny", "model.overrides.preset=test",
                        "--target", "pytorch", "--out", out, "model.overrides={depth: 1}")
     assert code == 0, err
     manifest = json.loads((out / "part_fvit_tiny-pytorch-fp32" / "manifest.json").read_text())
@@ -224,8 +214,8 @@ def test_export_spells_overrides_as_training_does(capsys, tmp_path):
     (["model.overrides=3"], ["export takes model.overrides.KEY=VALUE"]),
     (["model.overrides.no_such_argument=1"], ["bad override for part_fvit_tiny"]),
 ])
-def test_bad_export_overrides_are_one_line(capsys, tmp_path, overrides, fragments):
-    code, _, err = run(capsys, "export", "part_fvit_tiny", "--target", "pytorch", "--out",
+def test_bad_export_overrides_are_one_line(cli, tmp_path, overrides, fragments):
+    code, _, err = cli("export", "part_fvit_tiny", "--target", "pytorch", "--out",
                        tmp_path / "out", *overrides)
     assert code == 2
     one_error_line(err, *fragments)
@@ -242,22 +232,22 @@ ERRORS = [UserError("bad input"), ValueError("bad value"),
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
-def test_debug_shows_the_traceback_for_every_error(capsys, monkeypatch, error):
+def test_debug_shows_the_traceback_for_every_error(cli, monkeypatch, error):
     def fail(args):
         raise error
 
     monkeypatch.setattr(models_command, "run", fail)
     monkeypatch.delenv("LAFS_EDGE_DEBUG", raising=False)
-    code, _, err = run(capsys, "models")
+    code, _, err = cli("models")
     assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     monkeypatch.setenv("LAFS_EDGE_DEBUG", "1")
-    debug_code, _, debug_err = run(capsys, "models")
+    debug_code, _, debug_err = cli("models")
     assert debug_code == code
     assert "Traceback (most recent call last)" in debug_err and "in fail" in debug_err
     assert debug_err.strip().splitlines()[-1] == err.strip().removesuffix(DEBUG_HINT)
 
 
-def test_library_logging_shows_on_stderr_while_a_command_runs(capsys, monkeypatch):
+def test_library_logging_shows_on_stderr_while_a_command_runs(cli, monkeypatch):
     library = logging.getLogger("lafs_edge.runtime.shipped")
 
     def chatty(args):
@@ -268,7 +258,7 @@ def test_library_logging_shows_on_stderr_while_a_command_runs(capsys, monkeypatc
     monkeypatch.setattr(models_command, "run", chatty)
     monkeypatch.delenv("LAFS_EDGE_DEBUG", raising=False)
     handlers = list(logging.getLogger("lafs_edge").handlers)
-    assert run(capsys, "models") == (0, "", "lafs-edge: exporting a model once\n")
+    assert cli("models") == (0, "", "lafs-edge: exporting a model once\n")
     assert logging.getLogger("lafs_edge").handlers == handlers   # the program's setup is back
     monkeypatch.setenv("LAFS_EDGE_DEBUG", "1")
-    assert "lafs-edge: details only" in run(capsys, "models")[2]
+    assert "lafs-edge: details only" in cli("models")[2]

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lafs_edge.cli import main
 from lafs_edge.errors import UserError
 from lafs_edge.gallery import ErasureIncomplete, Gallery, Shot, person_match
 
@@ -39,19 +38,6 @@ def png(seed: int) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-@pytest.fixture()
-def cli(capsys):
-    """Run `lafs-edge ARGS` in process -> (exit code, stdout, stderr); argparse errors too."""
-    def run(*args) -> tuple[int, str, str]:
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
 
 
 @pytest.fixture()
