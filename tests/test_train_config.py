@@ -123,7 +123,7 @@ def test_cli_reports_an_out_of_range_setting_in_one_line(capsys):
     ("distill", "distill.loss=l1", "distill.loss expects one of cosine, l2, got 'l1'"),
     ("distill", "distill.projection=sometimes",
      "distill.projection expects one of auto, always, never, got 'sometimes'"),
-    ("distill", "distill.targets=disk", "distill.targets expects one of online, cached"),
+    ("distill", "distill.targets=disk", "distill.targets expects one of online, loader, cached"),
 ])
 def test_a_value_outside_the_allowed_choices_fails_at_load(stage, override, message):
     with pytest.raises(UserError, match=re.escape(message)):

@@ -141,6 +141,21 @@ class PhotometricAugment:
 
 
 @dataclass
+class HardAugment:
+    """In-the-wild degradations of consistent teaching (distill.targets=loader only)."""
+    illumination_prob: Probability
+    gamma: PositivePair
+    low_res_prob: Probability
+    low_res_scale: AreaPair
+    jpeg_prob: Probability
+    jpeg_quality: Annotated[list[int], Range("[1, 100]"), Length(2, ordered=True)]
+    erase_prob: Probability
+    erase_area: AreaPair
+    point_jitter: NonNegative
+    mixup_prob: Probability
+
+
+@dataclass
 class DistillAugment(PhotometricAugment):
     """The same photometric augmentation on every view, plus a small pose change."""
     blur_prob: Probability  # type: ignore[assignment]  # one value for every view
@@ -149,6 +164,7 @@ class DistillAugment(PhotometricAugment):
     rotate_deg: Annotated[float, Range("[0, 180]")]
     scale: PositivePair
     shift: UnitInterval
+    hard: HardAugment
 
 
 @dataclass
@@ -199,8 +215,11 @@ class Distill:
     embedding_weight: NonNegative
     landmark_weight: NonNegative
     margin_weight: NonNegative
-    targets: Literal["online", "cached"]
+    targets: Literal["online", "loader", "cached"]
     target_cache: str | None
+    relational_weight: NonNegative
+    relational_temp: Positive
+    relational_anchors: AtLeastOne
 
 
 @dataclass

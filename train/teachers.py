@@ -90,17 +90,18 @@ class RuntimeTeacher:
         return torch.from_numpy(raw).to(self.device), None
 
 
-def load_teacher(spec: str | os.PathLike, device: torch.device):
-    """A `.pt` checkpoint, an artifact folder / manifest.json, or a teacher YAML."""
+def load_teacher(spec: str | os.PathLike, device: torch.device, threads: int | None = None):
+    """A `.pt` checkpoint, an artifact folder / manifest.json, or a teacher YAML. `threads`: CPU
+    threads of a runtime teacher (None: all; a data loader worker's teacher takes one)."""
     path = Path(spec)
     if not path.exists():
         raise UserError(f"distill.teacher not found: {spec}")
     if path.suffix in (".yaml", ".yml"):
-        return RuntimeTeacher(external_runtime(path), device)
+        return RuntimeTeacher(external_runtime(path, threads), device)
     if path.is_dir() or path.name == "manifest.json":
         from lafs_edge.runtime.backends import open_runtime
 
-        return RuntimeTeacher(open_runtime(path), device)
+        return RuntimeTeacher(open_runtime(path, threads), device)
     return CheckpointTeacher(path, device)
 
 
@@ -161,7 +162,7 @@ def resolve_model_path(yaml_path: Path, model: str) -> Path:
                     "relative to the working directory)")
 
 
-def external_runtime(path: Path):
+def external_runtime(path: Path, threads: int | None = None):
     """Load the model a teacher YAML describes through the project's runtime backends."""
     import importlib
 
@@ -182,4 +183,4 @@ def external_runtime(path: Path):
                    "crop_size": [desc["width"], desc["height"]]},
         embedding_dim=desc["embedding_dim"], precision="fp32", version="external")
     backend = importlib.import_module(f"lafs_edge.runtime.{EXTERNAL_RUNTIMES[desc['runtime']]}")
-    return Runtime(manifest, model.parent, backend.load(model, manifest, None), None)
+    return Runtime(manifest, model.parent, backend.load(model, manifest, threads), threads)

@@ -25,7 +25,14 @@ def load(model_path: Path, manifest: Manifest, threads: int | None):
     config: dict[str, str | int] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+    model = core.read_model(str(model_path))
+    wanted = manifest.input.shape[0]
+    if isinstance(wanted, int) and wanted <= 0 and model.inputs[0].partial_shape[0].is_static:
+        # an IR saved with batch 1 (Open Model Zoo) run on whole batches: one call per batch
+        shape = model.inputs[0].partial_shape
+        shape[0] = -1
+        model.reshape({0: shape})
+    compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.output(0)
 

@@ -1,0 +1,493 @@
+"""The distillation campaign (issue 21): the students' training continued over many stints of work,
+on any machine, from state committed in the repository.
+
+    python experiments/campaign.py --student mobilefacenet --hours 2     # one stint
+    python experiments/campaign.py --student mobilefacenet --evaluate    # the curve's last point again
+    python experiments/campaign.py --student mobilefacenet --preset gpu --hours 1   # one GPU
+
+What a stint does:
+1. Continue from `experiments/campaign/<student>/`: `checkpoint.pt` (the student and its projection
+   to the teacher's 256-d in fp16, AdamW's second moments in bf16: ~4 MB for mobilefacenet) and
+   `state.json` (recipe, images seen, schedule position, data-order seed, the curve). The first
+   stint starts from the shipped weights with the projection fitted by ridge regression to the
+   teacher on 4,096 pool faces (a fresh random projection undid what a short run gained).
+   A run folder (runs/campaign/<student>) that this machine already holds at the committed step or
+   later is used as is; otherwise it is rebuilt from the committed state.
+2. Train in chunks of `--chunk-minutes` with `lafs-edge train distill` (targets=loader: the teacher's
+   FP16-INT8 IR embeds every degraded view in the data loader's worker), `nice`d, until `--hours`
+   are spent. One cosine schedule spans the whole campaign (`total_images`); every chunk resumes it.
+3. After every chunk: evaluate (experiments/wild_eval.py: CelebA eval identities, all pairs,
+   bootstrap spread; the illumination stress set), add the point to the curve, commit-ready state.
+4. Write docs/results/campaign.{md,json,png} and docs/results.md. `--ship` puts a student whose
+   CelebA TAR@FAR1e-3 beats the shipped one by more than its spread into the package.
+
+The first recipe starts from the shipped student; see `RECIPES` for every setting.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edge_students import DATA_ARG, POOL_LIST, RESULTS, pool_list  # noqa: E402
+from faces import REPO, celeba_eval_crops, embed_with, normalised, torch_embedder, write_json  # noqa: E402
+
+import wild_eval  # noqa: E402
+
+STATE = REPO / "experiments" / "campaign"
+RUNS = REPO / "runs" / "campaign"
+TEACHER = "train/configs/teachers/retail_0095_int8.yaml"
+TEACHER_XML = REPO.parent / "shared" / "models" / "face-reidentification-retail-0095"
+TARGET_CACHE = "runs/teacher_targets_pool_retail0095_int8.pt"
+# A recipe never changes once a campaign has started (its schedule depends on it); a new recipe
+# is a new campaign name.
+RECIPES = {
+    "cpu": {
+        "mobilefacenet": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
+                          "total_images": 2_000_000, "precision": "bf16", "threads": 2,
+                          "workers": 1, "relational_weight": 1.0, "seed": 21,
+                          "overrides": {}, "checkpoint_every": 100},
+        "part_fvit_tiny": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
+                           "total_images": 2_000_000, "precision": "bf16", "threads": 2,
+                           "workers": 1, "relational_weight": 1.0, "seed": 21,
+                           "overrides": {"pool": "landmarks"}, "checkpoint_every": 100},
+    },
+    # One GPU: the same schedule in images; the teacher on the host's CPU cores in 6 workers.
+    "gpu": {
+        "mobilefacenet": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
+                          "total_images": 2_000_000, "precision": "auto", "threads": 8,
+                          "workers": 6, "relational_weight": 1.0, "seed": 21,
+                          "overrides": {}, "checkpoint_every": 100},
+        "part_fvit_tiny": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
+                           "total_images": 2_000_000, "precision": "auto", "threads": 8,
+                           "workers": 6, "relational_weight": 1.0, "seed": 21,
+                           "overrides": {"pool": "landmarks"}, "checkpoint_every": 100},
+    },
+}
+POOL_SIZE_HINT = 46738  # faces in the pool (warmup is given in images; the engine takes epochs)
+
+
+# --- the committed state --------------------------------------------------------------------
+
+def state_dir(student: str, preset: str) -> Path:
+    return STATE / (student if preset == "cpu" else f"{student}-{preset}")
+
+
+def run_dir(student: str, preset: str) -> Path:
+    return RUNS / (student if preset == "cpu" else f"{student}-{preset}")
+
+
+def read_state(student: str, preset: str) -> dict:
+    path = state_dir(student, preset) / "state.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"student": student, "preset": preset, "recipe": RECIPES[preset][student], "step": 0,
+            "images_seen": 0, "curve": [], "stints": []}
+
+
+def compact(rank_file: Path, out: Path) -> None:
+    """A run's checkpoint -> the committed one: weights fp16, AdamW's second moments bf16 (the
+    first moments rebuild in ~10 steps), no RNG (reseeded from the step)."""
+    import torch
+
+    from lafs_edge.models.registry import atomic_torch_save
+
+    state = torch.load(rank_file, map_location="cpu", weights_only=True)
+    modules = {name: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+               for name, sd in state["modules"].items()}
+    moments = {i: {"step": s["step"], "exp_avg_sq": s["exp_avg_sq"].bfloat16()}
+               for i, s in state["optimizer"]["state"].items()}
+    atomic_torch_save({"format": "lafs-edge-campaign/1", "step": state["step"], "modules": modules,
+                       "optimizer": {"state": moments,
+                                     "param_groups": state["optimizer"]["param_groups"]},
+                       "config": state["config"]}, out)
+
+
+def expand(committed: Path, folder: Path, cfg: dict) -> int:
+    """The committed checkpoint -> a run folder the trainer resumes from; returns its step."""
+    import torch
+
+    from lafs_edge.fileio import write_text_atomic
+    from lafs_edge.models.registry import atomic_torch_save
+    from lafs_edge.train.engine.state import STATE_FORMAT, rng_state, seed_everything
+
+    saved = torch.load(committed, map_location="cpu", weights_only=True)
+    step = int(saved["step"])
+    modules = {n: {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+               for n, sd in saved["modules"].items()}
+    moments = {i: {"step": s["step"], "exp_avg": torch.zeros_like(s["exp_avg_sq"], dtype=torch.float32),
+                   "exp_avg_sq": s["exp_avg_sq"].float()}
+               for i, s in saved["optimizer"]["state"].items()}
+    seed_everything(int(cfg["seed"]) + step)
+    spe = POOL_SIZE_HINT // int(cfg["optim"]["batch_size"])
+    state = {"format": STATE_FORMAT, "step": step, "world": 1, "modules": modules,
+             "optimizer": {"state": moments, "param_groups": saved["optimizer"]["param_groups"]},
+             "scaler": {}, "schedule": {"step": step},
+             "sampler": {"epoch": step // spe, "step_in_epoch": step % spe, "lanes": 0},
+             "rng": rng_state(torch.device("cpu")), "config": saved["config"]}
+    name = f"step_{step:08d}"
+    atomic_torch_save(state, folder / "checkpoints" / name / "rank00000.pt")
+    write_text_atomic(folder / "checkpoints" / "latest", name + "\n")
+    return step
+
+
+def latest_rank_file(folder: Path) -> Path | None:
+    from lafs_edge.train.engine.state import latest_checkpoint
+
+    latest = latest_checkpoint(folder / "checkpoints")
+    return latest / "rank00000.pt" if latest else None
+
+
+def run_step(folder: Path) -> int:
+    rank = latest_rank_file(folder)
+    if rank is None:
+        return -1
+    return int(rank.parent.name.split("_")[1])
+
+
+# --- the first start: shipped weights + a fitted projection ---------------------------------
+
+def initial_checkpoint(student: str, recipe: dict, folder: Path, cfg: dict) -> None:
+    """Step 0 of the campaign as a run checkpoint: the shipped student and a projection fitted by
+    ridge regression to the teacher's unit embeddings of 4,096 clean pool faces."""
+    import torch
+    from torch import nn
+
+    from lafs_edge.fileio import write_text_atomic
+    from lafs_edge.models import create_model
+    from lafs_edge.models.pretrained import has_weights, weights_file
+    from lafs_edge.models.registry import atomic_torch_save, load_model
+    from lafs_edge.train.distill import Student
+    from lafs_edge.train.engine.optim import build_optimizer, split_decay
+    from lafs_edge.train.engine.state import STATE_FORMAT, rng_state, seed_everything
+
+    model = load_model(weights_file(student)) if has_weights(student) else \
+        create_model(student, **recipe["overrides"])
+    student_emb, teacher_emb = projection_data(model, 4096, int(recipe["seed"]))
+    projection = nn.Linear(model.embedding_dim, teacher_emb.shape[1])
+    weight, bias = ridge(student_emb, teacher_emb, 1e-2)
+    with torch.no_grad():
+        projection.weight.copy_(torch.from_numpy(weight.T).float())
+        projection.bias.copy_(torch.from_numpy(bias).float())
+    fitted = normalised(student_emb @ weight + bias)
+    print(f"projection fitted: mean cosine to the teacher {np.mean((fitted * teacher_emb).sum(1)):.3f} "
+          "on the 4,096 faces it was fitted on", flush=True)
+    net = Student(model.train(), projection)
+    optimizer = build_optimizer(split_decay([net]), cfg["optim"], torch.device("cpu"))
+    seed_everything(int(cfg["seed"]))
+    state = {"format": STATE_FORMAT, "step": 0, "world": 1,
+             "modules": {"student": net.state_dict()}, "optimizer": optimizer.state_dict(),
+             "scaler": {}, "schedule": {"step": 0},
+             "sampler": {"epoch": 0, "step_in_epoch": 0, "lanes": 0},
+             "rng": rng_state(torch.device("cpu")), "config": cfg}
+    atomic_torch_save(state, folder / "checkpoints" / "step_00000000" / "rank00000.pt")
+    write_text_atomic(folder / "checkpoints" / "latest", "step_00000000\n")
+
+
+def projection_data(model, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(student embeddings, unit teacher embeddings) of `count` clean pool faces."""
+    import torch
+
+    from lafs_edge.train.data.landmarks import LandmarkFaces
+    from lafs_edge.train.sources import normalise, student_matrix, template_change, warp
+    from lafs_edge.train.teachers import load_teacher
+    from lafs_edge.image import read_image
+
+    faces = LandmarkFaces(REPO / POOL_LIST, root=REPO / DATA_ARG).entries
+    picks = np.random.default_rng(seed).choice(len(faces), count, replace=False)
+    teacher = load_teacher(REPO / TEACHER, torch.device("cpu"))
+    width, height = teacher.geometry.crop_size
+    students, teachers = [], []
+    for start in range(0, count, 128):
+        crops, views = [], []
+        for i in picks[start:start + 128]:
+            path, points = faces[i]
+            image = read_image(path)
+            crops.append(warp(image, student_matrix(points), 112, 112))
+            views.append(warp(image, template_change(points, teacher.geometry.template)
+                              @ student_matrix(points), width, height))
+        students.append(torch_embedder(model.eval())(np.stack(crops)))
+        target, _ = teacher(normalise(torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2)))
+        teachers.append(target.numpy())
+    return np.concatenate(students), normalised(np.concatenate(teachers))
+
+
+def ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """W, b minimising ||x W + b - y||^2 + alpha ||W||^2 (x centred for the bias)."""
+    mean_x, mean_y = x.mean(0), y.mean(0)
+    xc = x - mean_x
+    weight = np.linalg.solve(xc.T @ xc + alpha * len(x) * np.eye(x.shape[1]), xc.T @ (y - mean_y))
+    return weight, mean_y - mean_x @ weight
+
+
+# --- training -------------------------------------------------------------------------------
+
+def distill_argv(student: str, recipe: dict, folder: Path, stop_after: int) -> list[str]:
+    batch = recipe["batch"]
+    total_steps = recipe["total_images"] // batch
+    warmup_epochs = recipe["warmup_images"] / POOL_SIZE_HINT
+    argv = ["lafs-edge", "train", "distill", "--config", "distill", f"model.arch={student}",
+            f"distill.teacher={TEACHER}", "distill.targets=loader",
+            f"distill.target_cache={TARGET_CACHE}",
+            f"distill.relational_weight={recipe['relational_weight']}",
+            "data.format=landmarks", f"data.root={DATA_ARG}", f"data.list_file={POOL_LIST}",
+            f"data.num_workers={recipe['workers']}", f"seed={recipe['seed']}",
+            f"optim.batch_size={batch}", f"optim.max_steps={total_steps}",
+            f"optim.lr={recipe['lr']}", f"optim.min_lr={recipe['min_lr']}",
+            f"optim.warmup_epochs={warmup_epochs:.4f}", f"train.precision={recipe['precision']}",
+            f"train.checkpoint_every={recipe['checkpoint_every']}", "train.log_every=20",
+            "train.progress=false", f"train.stop_after={stop_after}", f"output_dir={folder}"]
+    if recipe["overrides"]:
+        argv.append(f"model.overrides={json.dumps(recipe['overrides'], separators=(',', ':'))}")
+    return argv
+
+
+def resolved_config(argv: list[str]) -> dict:
+    from lafs_edge.train.config import load_config
+
+    overrides = [a for a in argv[5:]]
+    return load_config("distill", overrides=overrides)
+
+
+def train_chunk(argv: list[str], recipe: dict, log: Path, deadline: float) -> int:
+    """One `lafs-edge train distill` run, nice'd; SIGTERM (a checkpoint, then exit) at the deadline."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(recipe["threads"])}
+    print("$ " + shlex.join(argv), flush=True)
+    with open(log, "a") as out:
+        job = subprocess.Popen(["nice", "-n", "10", *argv], cwd=REPO, env=env, stdout=out,
+                               stderr=subprocess.STDOUT)
+        while job.poll() is None:
+            if time.time() > deadline:
+                job.send_signal(signal.SIGTERM)
+                return job.wait()
+            time.sleep(5)
+    return job.returncode
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+def evaluate_student(model_pt: Path) -> dict:
+    from lafs_edge.models import load_model
+
+    crops, labels = celeba_eval_crops()
+    embed = torch_embedder(load_model(model_pt).eval())
+    return wild_eval.report(lambda c: embed_with(embed, c), crops, labels)
+
+
+def evaluate_teacher(precision: str) -> dict:
+    """The teacher's figures on the same protocol (its own crop cut from each 112x112 crop)."""
+    import torch
+
+    from lafs_edge.train.sources import normalise
+    from lafs_edge.train.teachers import load_teacher
+
+    yaml = TEACHER if precision == "FP16-INT8" else "train/configs/teachers/retail_0095.yaml"
+    teacher = load_teacher(REPO / yaml, torch.device("cpu"))
+    crops, labels = celeba_eval_crops()
+    width, height = teacher.geometry.crop_size
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        views = wild_eval.teacher_views(batch, teacher.geometry.template, (width, height))
+        return teacher(normalise(torch.from_numpy(views).permute(0, 3, 1, 2)))[0].numpy()
+
+    return wild_eval.report(lambda c: embed_with(embed, c), crops, labels)
+
+
+def point(state: dict, figures: dict, minutes: float) -> dict:
+    return {"step": state["step"], "images_seen": state["images_seen"],
+            "celeba": figures["celeba"], "stress": figures.get("stress"),
+            "stress_mean": figures.get("stress_mean"), "train_minutes": round(minutes, 1),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def write_report(states: dict[str, dict], teacher: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, state in states.items():
+        curve = state["curve"]
+        x = [p["images_seen"] / 1e6 for p in curve]
+        y = [p["celeba"]["tar"] for p in curve]
+        err = [p["celeba"]["std"] for p in curve]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+    ax.axhline(teacher["FP16"]["celeba"]["tar"], color="k", ls="--",
+               label="teacher (retail-0095 FP16)")
+    ax.set_xlabel("student images seen in the campaign (millions)")
+    ax.set_ylabel("CelebA eval TAR @ FAR 1e-3")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "campaign_curve.png", dpi=90)
+    plt.close(fig)
+    write_json(RESULTS / "campaign.json", {"students": states, "teacher": teacher})
+    (RESULTS / "campaign.md").write_text(fragment(states, teacher))
+    subprocess.run([sys.executable, str(Path(__file__).parent / "report.py")], check=True)
+
+
+def fmt(fig: dict) -> str:
+    return f"{fig['tar']:.3f} ± {fig['std']:.3f}"
+
+
+def fragment(states: dict[str, dict], teacher: dict) -> str:
+    conditions = list(wild_eval.RELIGHT)
+    lines = [
+        "## The distillation campaign: students in the wild (issue 21)", "",
+        "Produced by `python experiments/campaign.py --student STUDENT --hours H` (one stint; "
+        "state in `experiments/campaign/`). TAR at FAR 1e-3 on the 44 CelebA eval identities over "
+        "**all** pairs (13,271 genuine, 545,882 impostor), ± the std of a 200-draw bootstrap over "
+        "identities; the stress set is every eval crop relit in linear light (enrolment clean, "
+        "TAR over all clean x relit pairs; experiments/wild_eval.py). The teacher sees its own "
+        "crop of the same view. Student figures: PyTorch fp32 of the campaign's checkpoint.", "",
+        "![TAR@FAR1e-3 against images seen](results/campaign_curve.png)", "",
+        "| model | images seen | CelebA TAR@1e-3 | " + " | ".join(conditions) + " | stress mean |",
+        "|---|---|---|" + "---|" * len(conditions) + "---|"]
+    for precision, fig in teacher.items():
+        lines.append(f"| teacher {precision} | - | {fmt(fig['celeba'])} | "
+                     + " | ".join(f"{fig['stress'][c]['tar']:.3f}" for c in conditions)
+                     + f" | {fig['stress_mean']:.3f} |")
+    for name, state in states.items():
+        for p in state["curve"]:
+            stress = p.get("stress") or {}
+            lines.append(f"| {name} | {p['images_seen']:,} | {fmt(p['celeba'])} | "
+                         + " | ".join(f"{stress[c]['tar']:.3f}" if c in stress else "-"
+                                      for c in conditions)
+                         + f" | {p.get('stress_mean') or '-'} |")
+    lines += ["", "Recipes (each student's whole campaign; `experiments/campaign.py` RECIPES):", ""]
+    for name, state in states.items():
+        lines.append(f"- {name}: `{json.dumps(state['recipe'], separators=(', ', ': '))}`")
+    lines += ["", "Stints:", ""]
+    for name, state in states.items():
+        for s in state["stints"]:
+            lines.append(f"- {name}: {s['start_step']} -> {s['end_step']} steps "
+                         f"(+{s['images']:,} images, {s['minutes']:.0f} min on {s['machine']}); "
+                         f"command: `{s['command']}`")
+    return "\n".join(lines) + "\n"
+
+
+# --- the stint ------------------------------------------------------------------------------
+
+def stint(student: str, preset: str, hours: float, chunk_minutes: float) -> dict:
+    import platform
+
+    state = read_state(student, preset)
+    recipe = state["recipe"]
+    folder, saved = run_dir(student, preset), state_dir(student, preset)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved.mkdir(parents=True, exist_ok=True)
+    pool_list()
+    deadline = time.time() + hours * 3600
+    start_step = state["step"]
+    argv = distill_argv(student, recipe, folder, start_step)
+    cfg = resolved_config(argv)
+    if run_step(folder) < state["step"]:
+        if (saved / "checkpoint.pt").is_file():
+            expand(saved / "checkpoint.pt", folder, cfg)
+        else:
+            initial_checkpoint(student, recipe, folder, cfg)
+    if not state["curve"]:
+        (folder / "model.pt").exists() or export_start(folder, cfg)
+        state["curve"].append(point(state, evaluate_student(folder / "model.pt"), 0.0))
+        save_state(state, saved)
+    started = time.time()
+    while time.time() + 120 < deadline:
+        chunk_steps = steps_for(state, folder, min(chunk_minutes * 60, deadline - time.time()))
+        stop = min(state["step"] + chunk_steps, recipe["total_images"] // recipe["batch"])
+        if stop <= state["step"]:
+            break
+        code = train_chunk(distill_argv(student, recipe, folder, stop), recipe,
+                           folder / "train.log", deadline)
+        if code not in (0, -signal.SIGTERM, 143):
+            raise SystemExit(f"training failed ({code}); see {folder / 'train.log'}")
+        rank = latest_rank_file(folder)
+        assert rank is not None
+        state["step"] = run_step(folder)
+        state["images_seen"] = state["step"] * recipe["batch"]
+        compact(rank, saved / "checkpoint.pt")
+        state["curve"].append(point(state, evaluate_student(folder / "model.pt"),
+                                    (time.time() - started) / 60))
+        save_state(state, saved)
+        print(f"{student}: step {state['step']}, images {state['images_seen']:,}, CelebA "
+              f"TAR@1e-3 {fmt(state['curve'][-1]['celeba'])}", flush=True)
+    state["stints"].append({"start_step": start_step, "end_step": state["step"],
+                            "images": (state["step"] - start_step) * recipe["batch"],
+                            "minutes": round((time.time() - started) / 60, 1),
+                            "machine": platform.processor() or platform.machine(),
+                            "command": f"python experiments/campaign.py --student {student} "
+                                       f"--preset {preset} --hours {hours}"})
+    save_state(state, saved)
+    return state
+
+
+def export_start(folder: Path, cfg: dict) -> None:
+    """model.pt of the step-0 checkpoint (the curve's first point)."""
+    import torch
+
+    from lafs_edge.models import create_model, save_checkpoint
+
+    rank = latest_rank_file(folder)
+    assert rank is not None
+    state = torch.load(rank, map_location="cpu", weights_only=True)["modules"]["student"]
+    model = create_model(cfg["model"]["arch"], **cfg["model"]["overrides"])
+    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    save_checkpoint(model, folder / "model.pt")
+
+
+def steps_for(state: dict, folder: Path, seconds: float) -> int:
+    """Steps that fit in `seconds` at the speed of the last logged steps (a guess at first)."""
+    metrics = folder / "metrics.jsonl"
+    rate = 20.0
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()[-5:]]
+        rates = [r["images_per_s"] for r in rows if r.get("images_per_s")]
+        rate = float(np.median(rates)) if rates else rate
+    return max(1, int(seconds * rate / state["recipe"]["batch"]))
+
+
+def save_state(state: dict, folder: Path) -> None:
+    write_json(folder / "state.json", state)
+
+
+def teacher_figures() -> dict:
+    cache = STATE / "teacher.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    figures = {p: evaluate_teacher(p) for p in ("FP16", "FP16-INT8")}
+    write_json(cache, figures)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", choices=sorted(RECIPES["cpu"]), action="append")
+    parser.add_argument("--preset", choices=sorted(RECIPES), default="cpu")
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--chunk-minutes", type=float, default=30.0)
+    parser.add_argument("--report", action="store_true", help="only rewrite the report")
+    args = parser.parse_args()
+    students = args.student or ["mobilefacenet"]
+    if not args.report:
+        for student in students:
+            stint(student, args.preset, args.hours / len(students), args.chunk_minutes)
+    states = {p.name: json.loads((p / "state.json").read_text())
+              for p in sorted(STATE.iterdir()) if (p / "state.json").is_file()}
+    write_report(states, teacher_figures())
+
+
+if __name__ == "__main__":
+    main()
