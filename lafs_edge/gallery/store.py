@@ -383,11 +383,12 @@ class Gallery:
 
     # --- export / import -----------------------------------------------------------------------
 
-    def export(self, path: str | os.PathLike) -> int:
+    def export(self, path: str | os.PathLike, force: bool = False) -> int:
         """Everything (people, vectors, crops, the model fingerprint) to one JSON file, written
-        0600 and atomically. Returns the number of shots written."""
+        0600 and atomically. An existing file is replaced only with `force`, and never when it
+        is an SQLite database. Returns the number of shots written."""
         path = Path(path)
-        check_export_target(path, self.path)
+        check_export_target(path, self.path, force)
         if self.fingerprint is None:
             raise UserError(f"gallery {self.path} is empty: nothing to export")
         people: list[dict[str, Any]] = []
