@@ -20,7 +20,15 @@ from lafs_edge.errors import UserError
 SIDE_FILES = ("-wal", "-shm", "-journal")   # SQLite's companions of a database file
 
 
-class GalleryBusy(UserError):
+class SqliteError(UserError):
+    """An SQLite failure as a sentence; `reason` is its cause alone, for other sentences."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class GalleryBusy(SqliteError):
     """Another process held the gallery's write lock for longer than the timeout."""
 
 
@@ -120,19 +128,23 @@ def sqlite_errors(path: Path, timeout: float) -> Iterator[None]:
         raise explain(e, path, timeout) from None
 
 
-def explain(error: sqlite3.Error, path: Path, timeout: float) -> UserError:
+def explain(error: sqlite3.Error, path: Path, timeout: float) -> SqliteError:
     text = str(error).lower()
     if "locked" in text or "busy" in text:
         return GalleryBusy(f"gallery {path} is busy: another process kept it locked for more "
                            f"than {timeout:g} s (an enrollment, import or delete); try again "
-                           "when it has finished")
+                           "when it has finished", "another process kept it locked")
     if "readonly" in text or "read-only" in text:
-        return UserError(f"gallery {path} is read-only: it can be listed and used to identify, "
-                         "not changed")
+        return SqliteError(f"gallery {path} is read-only: it can be listed and used to identify, "
+                           "not changed", "the file is read-only")
     if "disk is full" in text or "disk i/o" in text:
-        return UserError(f"gallery {path}: the disk is full or failing ({error}); nothing was "
-                         "changed")
-    return UserError(f"gallery {path}: {error}")
+        return SqliteError(f"gallery {path}: the disk is full or failing ({error}); nothing was "
+                           "changed", "the disk is full or failing")
+    if "malformed" in text or "not a database" in text:
+        return SqliteError(f"gallery {path} is damaged (SQLite: {error}); restore it from a "
+                           "backup or an export", "the file is damaged")
+    return SqliteError(f"gallery {path}: {error}", str(error))
+
 
 
 def check_export_target(out: Path, gallery: Path, force: bool = False) -> None:

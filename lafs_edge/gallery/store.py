@@ -36,6 +36,7 @@ from lafs_edge.gallery.files import (check_export_target, check_writable, create
                                      explain, read_only_uri, remove_stale_temporaries,
                                      sqlite_errors)
 from lafs_edge.gallery.names import check_name
+from lafs_edge.gallery.schema import check_schema
 from lafs_edge.gallery.rules import (check_dimension, check_imported_shots, check_same_person,
                                      find_person, match_score, stored_vectors,
                                      warn_if_look_alike)
@@ -123,9 +124,12 @@ class Gallery:
         probe = self._connect(read_only_uri(self.path), uri=True)
         try:
             self._check_format(probe)
+        except UserError:
+            probe.close()
+            raise
         except sqlite3.DatabaseError as e:
             probe.close()
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e).lower():
+            if "locked" in str(e).lower() or "malformed" in str(e).lower():
                 raise explain(e, self.path, self.timeout) from None
             raise UserError(f"{self.path} is not a lafs-edge gallery ({e})") from None
         if self.readonly:
@@ -155,6 +159,7 @@ class Gallery:
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         if row is None or row[0] != FORMAT:
             raise sqlite3.DatabaseError(f"unsupported gallery format {row[0] if row else None!r}")
+        check_schema(db, self.path, SCHEMA)   # no planted trigger, no orphan shots
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -396,8 +401,12 @@ class Gallery:
             busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.OperationalError as e:
             busy = "locked" in str(e).lower() or "busy" in str(e).lower()
-            if not busy:
-                raise explain(e, self.path, self.timeout) from None
+            if not busy:   # a full disk, say: the removal is committed, only erasing failed
+                raise ErasureIncomplete(
+                    f"removed from {self.path}, but erasing the deleted data from the disk "
+                    f"failed ({explain(e, self.path, self.timeout).reason}), so the deleted "
+                    "vectors and crops are still in the file: fix that (free some space) and "
+                    "run the same delete again to finish erasing") from None
         if busy:
             raise ErasureIncomplete(
                 f"removed from {self.path}, but another process (identify, the demo, an export) "
