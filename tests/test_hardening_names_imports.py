@@ -165,16 +165,6 @@ def test_another_size_under_the_gallerys_fingerprint_is_refused(tmp_path):
         assert gallery.embedding_dim() == 128
 
 
-@pytest.fixture(scope="module")
-def tiny_artifact(tmp_path_factory) -> Path:
-    from lafs_edge.cli import main
-
-    out = tmp_path_factory.mktemp("artifacts")
-    assert main(["export", "part_fvit_tiny", "model.overrides.preset=test", "--target",
-                 "pytorch", "--out", str(out), "--name", "tiny"]) == 0
-    return out / "tiny-pytorch-fp32"
-
-
 def test_vectors_of_another_size_than_the_fingerprints_model_are_refused(cli, tmp_path,
                                                                         tiny_artifact):
     from lafs_edge.runtime.embedder import Embedder
