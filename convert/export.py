@@ -11,7 +11,9 @@ batch of normalised aligned faces and `float_groups` the quantization groups to 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,12 +130,15 @@ def fuse_batchnorm(model: M) -> M:
 def build_artifact(model: FaceModel, target: str, precision: str, folder: str | os.PathLike,
                    calib: np.ndarray | None, float_groups: list[str], finish) -> Path:
     """Convert into a temporary folder, let `finish(tmp, converted)` write the manifest, then
-    rename the temporary folder to `folder` (an existing artifact there is replaced)."""
+    rename the temporary folder to `folder` (an existing artifact there is replaced; anything
+    else there is refused, `check_replaceable`)."""
     check_request(target, precision)
     if precision == "int8" and (calib is None or len(calib) == 0):
         raise UserError("int8 needs calibration faces: pass --calib DIR")
     folder = Path(folder)
+    check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_folders(folder)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     old = folder.with_name(f".{folder.name}.old{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -149,6 +154,40 @@ def build_artifact(model: FaceModel, target: str, precision: str, folder: str | 
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def check_replaceable(folder: Path) -> None:
+    """An export replaces only an artifact: a folder holding a lafs-edge manifest.json. Any
+    other file or folder at that name (someone's work under a clashing --name) is refused."""
+    if not (folder.exists() or folder.is_symlink()):
+        return
+    from lafs_edge.runtime.manifest import FORMAT
+
+    manifest = folder / "manifest.json"
+    try:
+        ours = (folder.is_dir() and not folder.is_symlink()
+                and json.loads(manifest.read_text()).get("format") == FORMAT)
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise UserError(f"{folder} exists and is not a lafs-edge artifact (no manifest.json of "
+                        "ours in it); an export replaces only its own artifacts: choose another "
+                        "--name or --out, or move it away")
+
+
+def remove_stale_folders(folder: Path) -> list[Path]:
+    """`.NAME.tmpPID` / `.NAME.oldPID` folders beside `folder` left by an export that was killed
+    (SIGKILL, power loss): their process is gone, so nothing else will remove them."""
+    from lafs_edge.gallery.files import glob_escape, process_alive
+
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.(?:tmp|old)(\d+)")
+    removed = []
+    for candidate in folder.parent.glob(f".{glob_escape(folder.name)}.*"):
+        match = pattern.fullmatch(candidate.name)
+        if match and candidate.is_dir() and not process_alive(int(match.group(1))):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
 
 
 def load_source(model_arg: str, overrides: dict[str, Any] | None = None,

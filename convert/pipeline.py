@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from lafs_edge.convert.data import FaceSet, load_faces
-from lafs_edge.convert.export import Converted, build_artifact, load_source
+from lafs_edge.convert.export import Converted, build_artifact, check_replaceable, load_source
 from lafs_edge.convert.manifest import make_manifest, threshold_at_far
 from lafs_edge.convert.verify import require_labels, torch_embeddings, verify_artifact
 from lafs_edge.errors import UserError
@@ -21,6 +21,9 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
                   pairs_count: int | None = None,
                   name: str | None = None, sampler: str | None = None,
                   overrides: dict[str, Any] | None = None) -> list[tuple[Path, Manifest]]:
+    if name:   # refuse a clash before minutes of loading and converting
+        for target in targets:
+            check_replaceable(Path(out) / f"{name}-{target}-{precision}")
     model, source, checkpoint = load_source(model_arg, overrides)
     if sampler and not hasattr(model, "sampler"):
         raise UserError(f"--sampler applies to part fViT models, not {model.arch}")

@@ -40,6 +40,18 @@ def cli(capsys):
 
 
 @pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory) -> Path:
+    """A PyTorch artifact folder of the test-preset part fViT (random weights), exported by the
+    CLI; tests that tamper with it copy it first."""
+    from lafs_edge.cli import main
+
+    out = tmp_path_factory.mktemp("artifacts")
+    assert main(["export", "part_fvit_tiny", "model.overrides.preset=test", "--target",
+                 "pytorch", "--out", str(out), "--name", "tiny"]) == 0
+    return out / "tiny-pytorch-fp32"
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = SHARED / "data"
     if not path.is_dir():

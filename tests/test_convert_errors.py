@@ -59,6 +59,7 @@ def test_failed_conversion_leaves_no_artifact_and_keeps_the_old_one(tmp_path, mo
     folder = tmp_path / "art"
     folder.mkdir()
     (folder / "model.onnx").write_text("previous artifact")
+    (folder / "manifest.json").write_text('{"format": "lafs-edge-artifact/1"}')   # ours
 
     def broken_export(model, tmp, precision, calib, float_groups):
         (tmp / "model.onnx").write_text("half written")

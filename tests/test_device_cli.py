@@ -153,10 +153,11 @@ def test_fetch_models_command(cli, mediapipe_models):
 # --- issue 14 ---------------------------------------------------------------------------------
 
 def _artifact_copy(source, folder, **changes):
-    """A copy of an artifact's manifest (its files stay where they are) with some fields set."""
+    """A copy of an artifact (model files are inside it) with some manifest fields set."""
     import json
+    import shutil
 
-    folder.mkdir()
+    shutil.copytree(source, folder)
     data = json.loads((source / "manifest.json").read_text())
     data.update(changes)
     (folder / "manifest.json").write_text(json.dumps(data))

@@ -56,7 +56,7 @@ def test_external_model_matches_a_direct_openvino_call(retail_0095, astronaut):
     ours = embedder.embed_crops([crop])[0]
     manifest = embedder.manifest
     # f32 on both sides: this CPU plugin would otherwise run the reference in bf16.
-    compiled = shared_core().compile_model(manifest.model_file, "CPU",
+    compiled = shared_core().compile_model(str(retail_0095["FP16"] / manifest.model_file), "CPU",
                                            {"INFERENCE_PRECISION_HINT": "f32"})
     by_hand = crop[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)[None]   # RGB -> BGR, NCHW
     reference = compiled(by_hand)[compiled.output(0)].reshape(-1)

@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lafs_edge.commands.model_option import resolve_model
     from lafs_edge.image import read_image
-    from lafs_edge.runtime.embedder import Embedder
+    from lafs_edge.runtime.embedder import Embedder, check_finite_embeddings
 
     model = resolve_model(args.model).load()
     embed = model.embed_crops if isinstance(model, Embedder) else _pytorch_embedder(model)
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         faces.append(image)
     rows = [embed(np.stack(faces[start:start + args.batch_size]))
             for start in range(0, len(faces), args.batch_size)]
-    embeddings = np.concatenate(rows).astype(np.float32)
+    embeddings = check_finite_embeddings(np.concatenate(rows).astype(np.float32), args.model)
     save_npy_atomic(args.out, embeddings)
     print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.out}")
     return 0

@@ -35,6 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from lafs_edge.gallery import Gallery, QualityGate
     from lafs_edge.gallery.store import check_name
 
@@ -48,36 +50,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no photo of {name!r} passed the quality gate; nothing enrolled")
     embedder = recognizer.embedder
     with Gallery(args.gallery, timeout=args.busy_timeout) as gallery:
-        check_same_person(gallery, name, shots, recognizer.threshold, args.allow_mismatch)
-        result = gallery.enroll(name, shots, embedder.fingerprint, embedder.label)
+        # the same-person check runs inside the store's write transaction (a concurrent
+        # enrollment under the same name is seen); the name is the one first enrolled
+        result = gallery.enroll(name, shots, embedder.fingerprint, embedder.label,
+                                threshold=recognizer.threshold, allow_mismatch=args.allow_mismatch)
+        name = result.name
         total = next(p.shots for p in gallery.people() if p.name == name)
+    if result.mismatch is not None:
+        print(f"warning: {name!r} is already enrolled and these photos do not match their shots "
+              f"(best cosine {result.mismatch:.3f}, threshold {recognizer.threshold:.3f}): a "
+              "different person? Added them anyway (--allow-mismatch)", file=sys.stderr)
     for source, reason in result.skipped:
         print(f"skipped {source}: {reason}")
     print(f"enrolled {name}: {len(result.added)} shot(s) added, {total} in total "
           f"({args.gallery}, model {embedder.label} {embedder.fingerprint[:12]})")
     return 0
-
-
-def check_same_person(gallery, name: str, shots, threshold: float | None,
-                      allow_mismatch: bool) -> None:
-    """Refuse (or, with --allow-mismatch, warn) when the new photos do not match the shots
-    already stored under `name` at the model's threshold."""
-    import sys
-
-    import numpy as np
-
-    from lafs_edge.gallery import person_match
-
-    if threshold is None:
-        return   # no threshold to judge by (the identify/demo commands need one too)
-    score = person_match(gallery, name, np.stack([shot.embedding for shot in shots]))
-    if score is None or score >= threshold:
-        return
-    problem = (f"{name!r} is already enrolled and these photos do not match their shots (best "
-               f"cosine {score:.3f}, threshold {threshold:.3f}): a different person?")
-    if not allow_mismatch:
-        raise UserError(f"{problem} Use another name, or --allow-mismatch to add them anyway")
-    print(f"warning: {problem} Adding them anyway (--allow-mismatch)", file=sys.stderr)
 
 
 def open_recognizer_checked(args: argparse.Namespace):

@@ -91,12 +91,14 @@ def _input_side(model) -> int:
 
 
 def _embed(model, images, args, normalize=True):
-    from lafs_edge.runtime.embedder import Embedder
+    from lafs_edge.runtime.embedder import Embedder, check_finite_embeddings
     from lafs_edge.train.evaluate.embedding import embed_images
 
     if isinstance(model, Embedder):
-        return _embed_artifact(model, images, args.batch_size, args.flip, normalize)
-    return embed_images(model, images, args.batch_size, flip=args.flip, normalize=normalize)
+        rows = _embed_artifact(model, images, args.batch_size, args.flip, normalize)
+    else:
+        rows = embed_images(model, images, args.batch_size, flip=args.flip, normalize=normalize)
+    return check_finite_embeddings(rows, str(args.model))
 
 
 def _embed_artifact(embedder, images, batch_size: int, flip: bool, normalize: bool):

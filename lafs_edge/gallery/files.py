@@ -20,7 +20,15 @@ from lafs_edge.errors import UserError
 SIDE_FILES = ("-wal", "-shm", "-journal")   # SQLite's companions of a database file
 
 
-class GalleryBusy(UserError):
+class SqliteError(UserError):
+    """An SQLite failure as a sentence; `reason` is its cause alone, for other sentences."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class GalleryBusy(SqliteError):
     """Another process held the gallery's write lock for longer than the timeout."""
 
 
@@ -35,7 +43,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     removed = []
     for candidate in path.parent.glob(f".{glob_escape(path.name)}.tmp*"):
         match = pattern.fullmatch(candidate.name)
-        if match and not _process_alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
@@ -45,7 +53,7 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return False   # ours from an earlier, failed step of this run
     try:
@@ -120,24 +128,30 @@ def sqlite_errors(path: Path, timeout: float) -> Iterator[None]:
         raise explain(e, path, timeout) from None
 
 
-def explain(error: sqlite3.Error, path: Path, timeout: float) -> UserError:
+def explain(error: sqlite3.Error, path: Path, timeout: float) -> SqliteError:
     text = str(error).lower()
     if "locked" in text or "busy" in text:
         return GalleryBusy(f"gallery {path} is busy: another process kept it locked for more "
                            f"than {timeout:g} s (an enrollment, import or delete); try again "
-                           "when it has finished")
+                           "when it has finished", "another process kept it locked")
     if "readonly" in text or "read-only" in text:
-        return UserError(f"gallery {path} is read-only: it can be listed and used to identify, "
-                         "not changed")
+        return SqliteError(f"gallery {path} is read-only: it can be listed and used to identify, "
+                           "not changed", "the file is read-only")
     if "disk is full" in text or "disk i/o" in text:
-        return UserError(f"gallery {path}: the disk is full or failing ({error}); nothing was "
-                         "changed")
-    return UserError(f"gallery {path}: {error}")
+        return SqliteError(f"gallery {path}: the disk is full or failing ({error}); nothing was "
+                           "changed", "the disk is full or failing")
+    if "malformed" in text or "not a database" in text:
+        return SqliteError(f"gallery {path} is damaged (SQLite: {error}); restore it from a "
+                           "backup or an export", "the file is damaged")
+    return SqliteError(f"gallery {path}: {error}", str(error))
 
 
-def check_export_target(out: Path, gallery: Path) -> None:
+
+def check_export_target(out: Path, gallery: Path, force: bool = False) -> None:
     """Refuse to write an export over the gallery itself (also through a link), over one of its
-    SQLite companion files, or onto a folder."""
+    SQLite companion files, onto a folder, over any SQLite database (another gallery), and over
+    any other existing file unless `force`: an export replaces its target, and a mistyped name
+    must not cost someone a file."""
     if out.is_dir():
         raise UserError(f"{out} is a folder; give a file name for the export (e.g. "
                         f"{out / 'gallery.json'})")
@@ -150,3 +164,19 @@ def check_export_target(out: Path, gallery: Path) -> None:
         if same_name or same_file:
             raise UserError(f"{out} is the gallery {'file' if target == gallery else 'companion file'} "
                             f"{target}; exporting there would destroy it: choose another file")
+    if out.exists() or out.is_symlink():
+        if is_sqlite_file(out):
+            raise UserError(f"{out} is an SQLite database (a gallery?); an export never replaces "
+                            "one, even with --force: choose another file")
+        if not force:
+            raise UserError(f"{out} already exists; choose another file, or pass --force to "
+                            "replace it")
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """True for a file starting with SQLite's header (read, never opened as a database)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False

@@ -36,6 +36,10 @@ from lafs_edge.gallery.files import (check_export_target, check_writable, create
                                      explain, read_only_uri, remove_stale_temporaries,
                                      sqlite_errors)
 from lafs_edge.gallery.names import check_name
+from lafs_edge.gallery.schema import check_schema
+from lafs_edge.gallery.rules import (check_dimension, check_imported_shots, check_same_person,
+                                     find_person, match_score, stored_vectors,
+                                     warn_if_look_alike)
 from lafs_edge.gallery.transfer import ExportFile, read_export, shot_record, write_export
 
 FORMAT = "lafs-edge-gallery/1"
@@ -74,9 +78,10 @@ class Shot:
 
 @dataclass
 class EnrollResult:
-    name: str
+    name: str                            # as stored: the spelling the person was first enrolled by
     added: list[str]                     # sources of the stored shots
     skipped: list[tuple[str, str]]       # (source, reason)
+    mismatch: float | None = None        # best cosine when --allow-mismatch let unmatched shots in
 
 
 @dataclass
@@ -119,9 +124,12 @@ class Gallery:
         probe = self._connect(read_only_uri(self.path), uri=True)
         try:
             self._check_format(probe)
+        except UserError:
+            probe.close()
+            raise
         except sqlite3.DatabaseError as e:
             probe.close()
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e).lower():
+            if "locked" in str(e).lower() or "malformed" in str(e).lower():
                 raise explain(e, self.path, self.timeout) from None
             raise UserError(f"{self.path} is not a lafs-edge gallery ({e})") from None
         if self.readonly:
@@ -151,6 +159,7 @@ class Gallery:
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         if row is None or row[0] != FORMAT:
             raise sqlite3.DatabaseError(f"unsupported gallery format {row[0] if row else None!r}")
+        check_schema(db, self.path, SCHEMA)   # no planted trigger, no orphan shots
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -213,10 +222,23 @@ class Gallery:
                 f"(fingerprint {fingerprint[:12]}); embeddings of different models cannot be "
                 "compared: use the same --model or enroll into a new gallery")
 
-    def _bind(self, db: sqlite3.Connection, fingerprint: str, model_name: str) -> None:
+    def _bind(self, db: sqlite3.Connection, fingerprint: str, model_name: str, dim: int,
+              threshold: float | None = None) -> None:
+        """Bind the gallery to a model on its first write: fingerprint, vector size and (when
+        known) threshold; later writes must agree with the first two."""
         self.check_model(fingerprint, model_name)
+        check_dimension(self.embedding_dim(), dim, f"gallery {self.path}")
         db.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
         db.execute("INSERT OR IGNORE INTO meta VALUES ('model', ?)", (model_name,))
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?)", (str(dim),))
+        if threshold is not None:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('threshold', ?)", (repr(threshold),))
+
+    @property
+    def threshold(self) -> float | None:
+        """The threshold of the model that enrolled into this gallery (None: not recorded)."""
+        value = self._meta("threshold")
+        return float(value) if value is not None else None
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -230,7 +252,8 @@ class Gallery:
         """(N, D) stored vectors and the person of each row (all people, or one)."""
         query = ("SELECT p.name, e.vector, e.dim FROM embeddings e "
                  "JOIN people p ON p.id = e.person_id")
-        rows = (self._connection.execute(query + " WHERE p.name = ? ORDER BY e.id", (name,))
+        rows = (self._connection.execute(query + " WHERE p.id = ? ORDER BY e.id",
+                                         (self._id_of(name),))
                 if name else self._connection.execute(query + " ORDER BY e.id"))
         names, vectors = [], []
         for person, blob, dim in rows:
@@ -242,9 +265,13 @@ class Gallery:
     def crops(self, name: str) -> list[bytes]:
         """The enrollment crops (PNG bytes) kept for one person."""
         rows = self._connection.execute(
-            "SELECT e.crop_png FROM embeddings e JOIN people p ON p.id = e.person_id "
-            "WHERE p.name = ? AND e.crop_png IS NOT NULL ORDER BY e.id", (name,))
+            "SELECT crop_png FROM embeddings WHERE person_id = ? AND crop_png IS NOT NULL "
+            "ORDER BY id", (self._id_of(name),))
         return [row[0] for row in rows]
+
+    def _id_of(self, name: str) -> int | None:
+        found = find_person(self._connection, name)
+        return found[0] if found else None
 
     def _matrix(self) -> tuple[np.ndarray, list[str]]:
         """All vectors, re-read only when this or another connection changed the database."""
@@ -298,24 +325,28 @@ class Gallery:
     # --- writing -------------------------------------------------------------------------------
 
     def enroll(self, name: str, shots: Iterable[Shot], fingerprint: str, model_name: str = "",
-               duplicate_cosine: float = DUPLICATE_COSINE) -> EnrollResult:
+               duplicate_cosine: float = DUPLICATE_COSINE, threshold: float | None = None,
+               allow_mismatch: bool = False) -> EnrollResult:
         """Add `shots` of one person (created if new) in one transaction. Shots nearly identical
-        to a shot already kept (cosine >= duplicate_cosine) are skipped. Raises UserError, and
-        changes nothing, when no shot is left to add."""
+        to a shot already kept (cosine >= duplicate_cosine) are skipped. With the model's
+        `threshold`, shots under an enrolled name must match that person (rules.NotThePerson;
+        `allow_mismatch` adds them and reports the score): checked inside the transaction, so a
+        concurrent enrollment under the same name is seen. Raises UserError, and changes
+        nothing, when no shot is left to add."""
         name = check_name(name)
-        result = EnrollResult(name, [], [])
+        checked = _checked_shots(shots)
         with self.transaction() as db:
-            self._bind(db, fingerprint, model_name)
-            person_id = self._person_id(db, name)
+            if checked:
+                self._bind(db, fingerprint, model_name, len(checked[0][2]), threshold)
+            person_id, name = self._person_id(db, name)
+            result = EnrollResult(name, [], [])
+            kept = list(stored_vectors(db, person_id))
+            new = np.stack([vector for _, _, vector in checked]) if checked else None
+            result.mismatch = check_same_person(
+                name, match_score(np.asarray(kept), new) if kept and new is not None else None,
+                threshold, allow_mismatch)
             drop_adapters(db)   # trained on the old set of people
-            stored, _ = self.embeddings(name)
-            kept = list(stored)
-            for number, shot in enumerate(shots):
-                source = shot.source or f"shot {number + 1}"
-                vector = _unit_vector(shot.embedding, source)
-                if kept and len(kept[0]) != len(vector):
-                    raise FingerprintMismatch(f"{source}: {len(vector)}-d embedding, gallery "
-                                              f"holds {len(kept[0])}-d")
+            for source, shot, vector in checked:
                 similar = max((float(vector @ k) for k in kept), default=-1.0)
                 if similar >= duplicate_cosine:
                     result.skipped.append((source, f"near-duplicate of a kept shot "
@@ -332,16 +363,21 @@ class Gallery:
                 raise UserError(f"nothing enrolled for {name!r} ({reasons})")
         return result
 
-    def _person_id(self, db: sqlite3.Connection, name: str) -> int:
-        db.execute("INSERT OR IGNORE INTO people (name, created) VALUES (?, ?)", (name, time.time()))
-        return db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
+    def _person_id(self, db: sqlite3.Connection, name: str) -> tuple[int, str]:
+        """(id, stored name) of the person `name` designates, created when new."""
+        found = find_person(db, name)
+        if found is not None:
+            return found
+        warn_if_look_alike(db, name)
+        cursor = db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, time.time()))
+        return int(cursor.lastrowid or 0), name
 
     def delete(self, name: str) -> int:
         """Remove a person and every shot, then erase the freed pages from the disk (`erase`).
         Returns the number of shots removed (0 when the person was already removed by a delete
         whose erasure another process blocked: running it again finishes that erasure)."""
         with self.transaction() as db:
-            row = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            row = find_person(db, name)
             if row is None and self._meta("erasure_pending") is None:
                 raise UserError(f"no person named {name!r} in {self.path}")
             count = 0
@@ -365,8 +401,12 @@ class Gallery:
             busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.OperationalError as e:
             busy = "locked" in str(e).lower() or "busy" in str(e).lower()
-            if not busy:
-                raise explain(e, self.path, self.timeout) from None
+            if not busy:   # a full disk, say: the removal is committed, only erasing failed
+                raise ErasureIncomplete(
+                    f"removed from {self.path}, but erasing the deleted data from the disk "
+                    f"failed ({explain(e, self.path, self.timeout).reason}), so the deleted "
+                    "vectors and crops are still in the file: fix that (free some space) and "
+                    "run the same delete again to finish erasing") from None
         if busy:
             raise ErasureIncomplete(
                 f"removed from {self.path}, but another process (identify, the demo, an export) "
@@ -383,11 +423,12 @@ class Gallery:
 
     # --- export / import -----------------------------------------------------------------------
 
-    def export(self, path: str | os.PathLike) -> int:
+    def export(self, path: str | os.PathLike, force: bool = False) -> int:
         """Everything (people, vectors, crops, the model fingerprint) to one JSON file, written
-        0600 and atomically. Returns the number of shots written."""
+        0600 and atomically. An existing file is replaced only with `force`, and never when it
+        is an SQLite database. Returns the number of shots written."""
         path = Path(path)
-        check_export_target(path, self.path)
+        check_export_target(path, self.path, force)
         if self.fingerprint is None:
             raise UserError(f"gallery {self.path} is empty: nothing to export")
         people: list[dict[str, Any]] = []
@@ -403,7 +444,11 @@ class Gallery:
         return sum(len(p["shots"]) for p in people)
 
     def embedding_dim(self) -> int | None:
-        """The size of the stored vectors (None while no one is enrolled)."""
+        """The size of the gallery's vectors: bound at its first write (galleries of earlier
+        versions: that of the stored vectors); None while no one is enrolled."""
+        bound = self._meta("dim")
+        if bound is not None:
+            return int(bound)
         row = self._connection.execute("SELECT dim FROM embeddings LIMIT 1").fetchone()
         return row[0] if row else None
 
@@ -412,32 +457,36 @@ class Gallery:
         return self.merge(read_export(path, self.embedding_dim()), fingerprint, str(path))
 
     def merge(self, export: ExportFile, fingerprint: str | None = None,
-              source: str = "the export") -> int:
-        """Merge a checked export in one transaction. Refused when its model differs from this
-        gallery's (or from `fingerprint`, the model in use) or its vectors have another size.
-        Shots already present (same vector) are not added twice. Returns the shots added."""
+              source: str = "the export", threshold: float | None = None) -> int:
+        """Merge a checked export in one transaction, under enrolment's rules. Refused when its
+        model differs from this gallery's (or from `fingerprint`, the model in use) or its
+        vectors have another size, and when a shot under an enrolled name does not match that
+        person at `threshold` (default: the gallery's recorded one; with none known, adding to
+        an enrolled person is refused). Shots already present (same vector) are not added
+        twice. Returns the shots added."""
         if fingerprint is not None and export.fingerprint != fingerprint:
             raise FingerprintMismatch(
                 f"{source} was exported from model {export.model or '?'} (fingerprint "
                 f"{export.fingerprint[:12]}), not the model in use ({fingerprint[:12]})")
         added = 0
         with self.transaction() as db:
-            self._bind(db, export.fingerprint, export.model)
-            stored_dim = self.embedding_dim()
-            if stored_dim not in (None, export.dim):
-                raise FingerprintMismatch(f"{source} holds {export.dim}-d vectors, the gallery "
-                                          f"{stored_dim}-d")
+            self._bind(db, export.fingerprint, export.model, export.dim, threshold)
+            threshold = threshold if threshold is not None else self.threshold
             drop_adapters(db)
             for person in export.people:
-                added += self._merge_person(db, person.name, person.shots, export.fingerprint)
+                added += self._merge_person(db, person.name, person.shots, export.fingerprint,
+                                            threshold, source)
         return added
 
-    def _merge_person(self, db: sqlite3.Connection, name: str, shots, fingerprint: str) -> int:
-        person_id = self._person_id(db, name)
-        existing = {bytes(row[0]) for row in db.execute(
-            "SELECT vector FROM embeddings WHERE person_id = ?", (person_id,))}
+    def _merge_person(self, db: sqlite3.Connection, name: str, shots, fingerprint: str,
+                      threshold: float | None, source: str) -> int:
+        person_id, name = self._person_id(db, name)
+        stored = stored_vectors(db, person_id)
+        existing = {vector.tobytes() for vector in stored}
+        new = [shot for shot in shots if shot.vector.tobytes() not in existing]
+        check_imported_shots(name, stored, new, threshold, source)
         added = 0
-        for shot in shots:
+        for shot in new:
             vector = shot.vector.tobytes()
             if vector in existing:
                 continue
@@ -467,6 +516,18 @@ def person_match(gallery: Gallery, name: str, embeddings: np.ndarray) -> float |
                                   f"stored ones {stored.shape[1]}")
     new = new / np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
     return float((new @ stored.T).max())
+
+
+def _checked_shots(shots: Iterable[Shot]) -> list[tuple[str, Shot, np.ndarray]]:
+    """(source, shot, unit vector) for each shot, all of one size."""
+    checked: list[tuple[str, Shot, np.ndarray]] = []
+    for number, shot in enumerate(shots):
+        source = shot.source or f"shot {number + 1}"
+        vector = _unit_vector(shot.embedding, source)
+        check_dimension(len(checked[0][2]) if checked else None, len(vector), source,
+                        "the first shot has")
+        checked.append((source, shot, vector))
+    return checked
 
 
 def _unit_vector(embedding: np.ndarray, source: str) -> np.ndarray:

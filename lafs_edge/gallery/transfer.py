@@ -1,7 +1,8 @@
 """The gallery export file (`lafs-edge gallery export/import`): writing it, and reading it as
 untrusted input.
 
-An export can come from anywhere, and one crafted vector decides who matches whom (scaled x100 it
+An export can come from anywhere (one person per record, names compared as the gallery
+compares them), and one crafted vector decides who matches whom (scaled x100 it
 outscores every real shot; NaN makes every face unknown; a short one breaks every later
 identify). So `read_export` checks every record - types, names, vector length against the
 model's dimension, finite values, unit length, crops that are PNG - and refuses the whole file,
@@ -24,7 +25,7 @@ import numpy as np
 from lafs_edge.errors import UserError
 from lafs_edge.fileio import write_bytes_atomic
 from lafs_edge.gallery.files import remove_stale_temporaries
-from lafs_edge.gallery.names import check_name
+from lafs_edge.gallery.names import check_name, name_key
 
 EXPORT_FORMAT = "lafs-edge-gallery-export/1"
 UNIT_TOLERANCE = 1e-3      # the same tolerance enroll applies to new embeddings
@@ -109,9 +110,15 @@ def _check_document(document: dict, dim: int | None) -> ExportFile:
     people_records = document.get("people")
     if not isinstance(people_records, list) or not people_records:
         raise BadRecord("'people' must be a non-empty list")
-    people = []
+    people: list[ImportedPerson] = []
+    first_of: dict[str, int] = {}   # name_key -> index: one record per person
     for index, record in enumerate(people_records):
         person, dim = _check_person(record, f"people[{index}]", dim)
+        key = name_key(person.name)
+        if key in first_of:
+            raise BadRecord(f"people[{index}] ({person.name!r}) is people[{first_of[key]}] "
+                            f"({people[first_of[key]].name!r}) again: one record per person")
+        first_of[key] = index
         people.append(person)
     assert dim is not None   # every person has shots
     return ExportFile(fingerprint, model, dim, people)

@@ -25,7 +25,7 @@ import numpy as np
 
 from lafs_edge.align import align_face, template_for
 from lafs_edge.errors import UserError
-from lafs_edge.runtime.manifest import InputSpec, Manifest, sha256_file
+from lafs_edge.runtime.manifest import InputSpec, Manifest, check_template, sha256_file
 
 
 class Embedder:
@@ -45,6 +45,7 @@ class Embedder:
         if self.template.shape != (5, 2):
             raise UserError(f"manifest alignment.template must be 5 [x, y] points, got "
                             f"shape {self.template.shape}")
+        check_template(self.template, self.crop_size)
         self._mean = np.asarray(spec.mean, np.float32)
         self._std = np.asarray(spec.std, np.float32)
         self.timings = {"align": 0.0, "embed": 0.0}
@@ -138,14 +139,23 @@ class Embedder:
         start = time.perf_counter()
         raw = self.features(crops)
         self.timings["embed"] = (time.perf_counter() - start) * 1e3
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        if not np.all(np.isfinite(raw)) or np.any(norms == 0):
-            raise UserError(f"{self.name} returned a zero or non-finite embedding")
-        return (raw / norms).astype(np.float32)
+        check_finite_embeddings(raw, self.name)
+        return (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
 
     def embed(self, image: np.ndarray, points5: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """Every face of one frame (its 5 points each) -> (faces, D), one batch."""
         return self.embed_crops(self.align(image, points5))
+
+
+def check_finite_embeddings(rows: np.ndarray, model: str) -> np.ndarray:
+    """A NaN, infinite or zero embedding is an error wherever it appears: normalised, NaN
+    compares false with every threshold (every face "unknown", or in an evaluation a perfect
+    rank-1 through argmax of NaNs), and stored it poisons a gallery."""
+    rows = np.asarray(rows)
+    if not np.all(np.isfinite(rows)) or np.any(np.linalg.norm(rows, axis=-1) == 0):
+        raise UserError(f"{model} returned a zero or non-finite (NaN/inf) embedding: its weights "
+                        "or its input are broken")
+    return rows
 
 
 def _input_hw(spec: InputSpec) -> tuple[int, int]:

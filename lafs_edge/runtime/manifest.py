@@ -5,14 +5,16 @@ the Embedder. Schema (format "lafs-edge-artifact/1"):
 
     name, version            model name, lafs-edge version that wrote it
     target                   onnx | openvino | tflite | coreml | pytorch
-    model_file               path relative to the manifest (e.g. "model.xml")
+    model_file               file name inside the artifact folder (e.g. "model.xml"): never an
+                             absolute path, `..` or a link leaving the folder (refused at load)
     model_sha256             sha256 of model_file (required, checked at load)
     weights_file             optional second file (OpenVINO .bin), with weights_sha256 (required)
     source_checkpoint_sha256 sha256 of the PyTorch checkpoint it came from (null: registry weights)
     input   {name, shape, layout NCHW|NHWC, color RGB|BGR, mean [3], std [3], dtype}
             model input = (pixel - mean) / std, pixels 0-255 in `color` order
     output  {name}
-    alignment {template [[x, y] x5], crop_size [w, h]}
+    alignment {template [[x, y] x5], crop_size [w, h]}: five distinct, finite points inside the
+            crop, not on one line (a degenerate template maps every face to the same crop)
     embedding_dim, precision (fp32|fp16|int8), threshold (cosine, FAR 1e-3; null if unknown)
     parity  {...figures from `lafs-edge verify`}, converters {package: version}
 """
@@ -23,7 +25,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,7 @@ class Manifest:
             raise UserError("manifest input.layout must be NCHW|NHWC and input.color RGB|BGR")
         _check_files(manifest)
         _check_numbers(manifest)
+        _check_alignment(manifest.alignment)
         return manifest
 
 
@@ -124,6 +127,44 @@ def _check_numbers(manifest: Manifest) -> None:
         raise UserError(f"manifest input.std must not contain 0, got {spec.std!r}")
 
 
+MIN_TEMPLATE_SPREAD = 2.0   # pixels: the template's points must span at least this in both axes
+
+
+def _check_alignment(alignment) -> None:
+    """The template's geometry: a similarity transform onto five equal points (or points on a
+    line) sends every face to nearly the same crop, so every stranger matches everyone."""
+    if not isinstance(alignment, dict):
+        raise UserError(f"manifest alignment must be an object, got {alignment!r}")
+    template, crop = alignment.get("template"), alignment.get("crop_size")
+    if crop is not None and not (isinstance(crop, list) and len(crop) == 2
+                                 and all(_is_int(v) and v > 0 for v in crop)):
+        raise UserError(f"manifest alignment.crop_size must be 2 positive integers, got {crop!r}")
+    if template is None:
+        return
+    if not (isinstance(template, list) and len(template) == 5 and all(
+            isinstance(p, list) and len(p) == 2 and all(map(_is_real, p)) for p in template)):
+        raise UserError("manifest alignment.template must be 5 [x, y] points of finite numbers")
+    check_template(template, tuple(crop) if crop else None)
+
+
+def check_template(template, crop: tuple[int, int] | None) -> None:
+    """Five distinct points, spread in both directions, inside the crop when its size is known."""
+    import numpy as np
+
+    points = np.asarray(template, np.float64)
+    if points.shape != (5, 2) or not np.all(np.isfinite(points)):
+        raise UserError("manifest alignment.template must be 5 [x, y] points of finite numbers")
+    gaps = np.linalg.norm(points[:, None] - points[None], axis=-1)[np.triu_indices(5, 1)]
+    spread = np.linalg.svd(points - points.mean(0), compute_uv=False)
+    if gaps.min() < 1.0 or spread.min() < MIN_TEMPLATE_SPREAD:
+        raise UserError(f"manifest alignment.template is degenerate (points {points.tolist()}): "
+                        "the five landmarks (eyes, nose, mouth corners) must be distinct and not "
+                        "on one line")
+    if crop is not None and (points.min() < 0 or np.any(points.max(0) > np.asarray(crop))):
+        raise UserError(f"manifest alignment.template has points outside the {crop[0]}x{crop[1]} "
+                        "crop")
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -155,12 +196,56 @@ def read_manifest(path: str | os.PathLike) -> tuple[Manifest, Path]:
         raise UserError(f"no manifest.json at {path} (export the model with `lafs-edge export`)")
     try:
         data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise UserError(f"{file} is not valid JSON: {e}") from None
-    return Manifest.from_dict(data), file.parent
+    if not isinstance(data, dict):
+        raise UserError(f"{file} is not a manifest (a JSON object)")
+    manifest = Manifest.from_dict(data)
+    for name in (manifest.model_file, manifest.weights_file):
+        if name is not None:
+            confined(file.parent, name)
+    return manifest, file.parent
+
+
+def confined(folder: Path, name: str) -> Path:
+    """`folder / name`, refused unless it stays inside the folder: a manifest (which anyone
+    can hand over with an artifact) must not make the runtime read /etc/passwd or another
+    user's files, through `..`, an absolute path or a symbolic link."""
+    relative = Path(name)
+    inside = folder.resolve()
+    path = (folder / relative).resolve()
+    if relative.is_absolute() or ".." in relative.parts or not path.is_relative_to(inside):
+        raise UserError(f"manifest file {name!r} is outside the artifact folder {folder}; model "
+                        "files must be inside it (for an external model, rerun "
+                        "`lafs-edge manifest-external`, which copies them in)")
+    return path
 
 
 def write_manifest(manifest: Manifest, folder: str | os.PathLike) -> Path:
-    file = Path(folder) / "manifest.json"
-    write_text_atomic(file, json.dumps(manifest.to_dict(), indent=2) + "\n")
+    """Check the manifest as a reader will (a NaN threshold is refused here, not at first
+    use), bring model files named by absolute path into the folder (read_manifest accepts
+    only files inside it), then write manifest.json atomically."""
+    folder = Path(folder)
+    manifest = replace(manifest)   # the caller's object keeps its paths
+    for attribute in ("model_file", "weights_file"):
+        name = getattr(manifest, attribute)
+        if name is not None and Path(name).is_absolute():
+            setattr(manifest, attribute, _copy_into(Path(name), folder))
+    data = manifest.to_dict()
+    Manifest.from_dict(json.loads(json.dumps(data)))
+    file = folder / "manifest.json"
+    write_text_atomic(file, json.dumps(data, indent=2) + "\n")
     return file
+
+
+def _copy_into(source: Path, folder: Path) -> str:
+    import shutil
+
+    target = folder / source.name
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (target.exists() and os.path.samefile(source, target)):
+        copy = shutil.copytree if source.is_dir() else shutil.copyfile
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        copy(source, tmp)
+        os.replace(tmp, target)
+    return source.name
