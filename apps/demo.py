@@ -247,12 +247,7 @@ class Demo:
         return recognizer.faces(rgb)
 
     def _match(self, embeddings: np.ndarray) -> list[tuple[str | None, float, str | None]]:
-        gallery, recognizer = self.gallery, self.recognizer
-        if len(embeddings) == 0 or gallery is None or not gallery.people():
-            return [(None, 0.0, None)] * len(embeddings)
-        embedder = recognizer.embedder
-        matches = gallery.identify(embeddings, embedder.fingerprint, recognizer.threshold,
-                                   embedder.label)
+        matches = self.recognizer.match(embeddings, allow_empty=True)   # the one match path
         return [(m.name, m.score, m.best) for m in matches]
 
     # --- gallery actions (window keys) ---------------------------------------------------------
@@ -279,18 +274,16 @@ class Demo:
             raise UserError(f"not enrolled: {reason}")
         return shot
 
-    def mismatch(self, name: str, shot) -> float | None:
-        """The cosine to `name`'s stored faces when the shot does not look like them (below the
-        threshold); None for a new person or a match. Same rule as `lafs-edge enroll`."""
-        from lafs_edge.gallery import person_match
-
-        score = person_match(self.gallery, name, shot.embedding)
-        return score if score is not None and score < self.recognizer.threshold else None
+    def check(self, name: str, shot):
+        """The same-person rules of `lafs-edge enroll` for `shot` under `name`
+        (`Recognizer.check_enrollment`: a mismatch with name's faces, a lookalike of another)."""
+        return self.recognizer.check_enrollment(name, shot.embedding)
 
     def enroll(self, name: str, shot) -> str:
-        embedder = self.recognizer.embedder
-        added = self.gallery.enroll(name, [shot], embedder.fingerprint, embedder.label)
-        return f"enrolled {added.name}" + self._readapt()
+        """Enroll after the window asked about any failed same-person rule."""
+        result, _ = self.recognizer.enroll(name, [shot], allow_mismatch=True,
+                                           allow_lookalike=True)
+        return f"enrolled {result.name}" + self._readapt()
 
     def adapt(self) -> str:
         from lafs_edge.gallery.adapt import adapt_gallery
@@ -772,11 +765,14 @@ class WindowSession:
             shot = self.demo.face_shot(self.rgb, self.result)
         except UserError as e:
             return self._say(f"error: {e}")
-        score = self.demo.mismatch(name, shot)
-        if score is not None and not self._confirm(
-                f"this face does not match {name} (cosine {score:.2f} < "
-                f"{self.demo.recognizer.threshold:.2f}): y adds it to {name}, any other key "
-                "cancels"):
+        check = self.demo.check(name, shot)
+        if check.mismatch is not None and not self._confirm(
+                f"this face does not match {name} (cosine {check.mismatch:.2f} < "
+                f"{check.threshold:.2f}): y adds it to {name}, any other key cancels"):
+            return self._say("enroll cancelled")
+        if check.lookalike is not None and not self._confirm(
+                f"this face matches {check.lookalike[0]} (cosine {check.lookalike[1]:.2f} >= "
+                f"{check.threshold:.2f}): y enrolls it as {name} too, any other key cancels"):
             return self._say("enroll cancelled")
         self._act(f"enrolling {name}...", self.demo.enroll, name, shot)
 

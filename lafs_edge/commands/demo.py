@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument,
-                                               model_artifact, number)
+from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument, number,
+                                               open_recognizer)
 from lafs_edge.errors import UserError
 
 
@@ -22,6 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--source", help="a video file, a folder of images, or one image")
     add_model_argument(parser)
     add_gallery_argument(parser)
+    parser.add_argument("--create-gallery", action="store_true",
+                        help="start an empty gallery when --gallery does not exist (to enroll "
+                             "from the window); without it a missing gallery is an error")
     parser.add_argument("--headless", action="store_true",
                         help="no window: write --out and/or --log (works with opencv-python-headless)")
     parser.add_argument("--out", type=Path, help="annotated video (.mp4 or .avi)")
@@ -53,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         check_display()
     opened = Source(source, args.fps)   # before the models: a missing camera fails in a moment
     try:
+        if not args.create_gallery and not Path(args.gallery).exists():
+            raise UserError(f"no gallery at {args.gallery}: enroll someone first (`lafs-edge "
+                            "enroll`), or pass --create-gallery to start an empty one")
         summary = _run_opened(args, opened)
     finally:
         opened.close()
@@ -62,18 +68,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_opened(args: argparse.Namespace, source) -> dict:
     from lafs_edge.apps.demo import Demo, run_headless, run_window
-    from lafs_edge.gallery import Gallery, Recognizer
+    from lafs_edge.gallery import Gallery
     from lafs_edge.landmarks import FaceAnalyzer
-    from lafs_edge.runtime.embedder import Embedder
 
     detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
-    embedder = Embedder.from_artifact(model_artifact(args), threads=args.threads)
-    with Gallery(args.gallery) as gallery:
-        gallery.check_model(embedder.fingerprint, embedder.label)
-        recognizer = Recognizer(embedder, FaceAnalyzer(detectors=detectors), gallery,
-                                args.threshold)
-        if recognizer.threshold is None:
-            raise UserError("the model's manifest has no threshold; pass --threshold")
+    with Gallery(args.gallery, create=args.create_gallery, timeout=args.busy_timeout) as gallery:
+        recognizer = open_recognizer(args, gallery, args.threshold,
+                                     FaceAnalyzer(detectors=detectors))
+        gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
+        recognizer.require_threshold()
         demo = Demo(recognizer, args.redetect_every)
         if not args.headless:
             return run_window(demo, source, args.out, args.log)
