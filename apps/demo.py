@@ -62,6 +62,7 @@ class FrameResult:
     faces: list[FaceResult]
     ms: dict = field(default_factory=dict)
     embeddings: np.ndarray | None = None   # one row per face: re-matched after a gallery change
+    detected: bool = True   # the detector ran on this frame (else the faces were tracked)
 
     def event(self) -> dict:
         return {"frame": self.index, "time": round(self.time, 3),
@@ -177,7 +178,10 @@ def _video_rate(capture) -> float:
 
 
 class _quiet_opencv:
-    """OpenCV's own log silenced for a block (its C++ warnings bypass Python)."""
+    """OpenCV's own log, and what its video libraries write to the process's stderr (FFmpeg's
+    "moov atom not found" for a corrupt file, camera probing), silenced for a block: both bypass
+    Python, so the stderr file descriptor itself points at /dev/null meanwhile. Our one error
+    line comes after the block."""
 
     def __enter__(self):
         import cv2
@@ -186,8 +190,14 @@ class _quiet_opencv:
         if self.logging is not None:
             self.level = self.logging.getLogLevel()
             self.logging.setLogLevel(self.logging.LOG_LEVEL_SILENT)
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
 
     def __exit__(self, *exc):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
         if self.logging is not None:
             self.logging.setLogLevel(self.level)
 
@@ -202,7 +212,9 @@ class Demo:
         self.tracker = FaceTracker()
         self.redetect_every = max(1, redetect_every)
         self.count = 0
-        self.auto_adapt = True
+        # Retrain the on-device head after each enrollment/deletion: off by default, since
+        # it lowered rank-1 for both shipped students (docs/demo.md); `demo --adapt` turns it on.
+        self.auto_adapt = False
 
     @property
     def gallery(self):
@@ -211,7 +223,7 @@ class Demo:
     def process(self, rgb: np.ndarray, t: float) -> FrameResult:
         start = time.perf_counter()
         recognizer = self.recognizer
-        faces = self._faces(rgb)
+        faces, detected = self._faces(rgb)
         ms = {"detect": recognizer.timings["detect"], "mesh": recognizer.timings["mesh"]}
         tracked = self.tracker.update(faces, t)               # smooths the points in place
         embeddings = recognizer.embed_faces(rgb, [face for _, face in tracked])   # one batch
@@ -223,7 +235,7 @@ class Demo:
         ms["total"] = (time.perf_counter() - start) * 1e3
         result = FrameResult(self.count, t, [
             FaceResult(track, face, m[0], m[1], m[2])
-            for (track, face), m in zip(tracked, matches)], ms, embeddings)
+            for (track, face), m in zip(tracked, matches)], ms, embeddings, detected)
         self.count += 1
         return result
 
@@ -236,23 +248,19 @@ class Demo:
                  for face, m in zip(result.faces, self._match(result.embeddings))]
         return replace(result, faces=faces)
 
-    def _faces(self, rgb: np.ndarray):
+    def _faces(self, rgb: np.ndarray) -> tuple[list, bool]:
+        """(faces, whether the detector ran): the tracked ROIs between detections."""
         recognizer = self.recognizer
         rois = self.tracker.rois()
         if rois and self.count % self.redetect_every:
             faces = recognizer.faces(rgb, rois)
             recognizer.timings["detect"] = 0.0
             if faces:
-                return faces
-        return recognizer.faces(rgb)
+                return faces, False
+        return recognizer.faces(rgb), True
 
     def _match(self, embeddings: np.ndarray) -> list[tuple[str | None, float, str | None]]:
-        gallery, recognizer = self.gallery, self.recognizer
-        if len(embeddings) == 0 or gallery is None or not gallery.people():
-            return [(None, 0.0, None)] * len(embeddings)
-        embedder = recognizer.embedder
-        matches = gallery.identify(embeddings, embedder.fingerprint, recognizer.threshold,
-                                   embedder.label)
+        matches = self.recognizer.match(embeddings, allow_empty=True)   # the one match path
         return [(m.name, m.score, m.best) for m in matches]
 
     # --- gallery actions (window keys) ---------------------------------------------------------
@@ -279,18 +287,16 @@ class Demo:
             raise UserError(f"not enrolled: {reason}")
         return shot
 
-    def mismatch(self, name: str, shot) -> float | None:
-        """The cosine to `name`'s stored faces when the shot does not look like them (below the
-        threshold); None for a new person or a match. Same rule as `lafs-edge enroll`."""
-        from lafs_edge.gallery import person_match
-
-        score = person_match(self.gallery, name, shot.embedding)
-        return score if score is not None and score < self.recognizer.threshold else None
+    def check(self, name: str, shot):
+        """The same-person rules of `lafs-edge enroll` for `shot` under `name`
+        (`Recognizer.check_enrollment`: a mismatch with name's faces, a lookalike of another)."""
+        return self.recognizer.check_enrollment(name, shot.embedding)
 
     def enroll(self, name: str, shot) -> str:
-        embedder = self.recognizer.embedder
-        added = self.gallery.enroll(name, [shot], embedder.fingerprint, embedder.label)
-        return f"enrolled {added.name}" + self._readapt()
+        """Enroll after the window asked about any failed same-person rule."""
+        result, _ = self.recognizer.enroll(name, [shot], allow_mismatch=True,
+                                           allow_lookalike=True)
+        return f"enrolled {result.name}" + self._readapt()
 
     def adapt(self) -> str:
         from lafs_edge.gallery.adapt import adapt_gallery
@@ -303,8 +309,8 @@ class Demo:
         return f"deleted {name} ({self.gallery.delete(name)} shots)" + self._readapt()
 
     def _readapt(self) -> str:
-        """Enrolling or deleting drops the adapter; retrain it (on by default: it helps, see
-        docs/demo.md) when there are people to tell apart and their crops are stored."""
+        """Enrolling or deleting drops the adapter; with `auto_adapt` (`demo --adapt`) retrain
+        it when there are people to tell apart and their crops are stored."""
         if not self.auto_adapt or len(self.gallery.people()) < 2:
             return ""
         try:
@@ -462,6 +468,8 @@ class Recorder:
         self.meter.tick()
         self.frames += 1
         for key, value in result.ms.items():
+            if key == "detect" and not result.detected:
+                continue   # a tracked frame ran no detector: its 0 is not a detection time
             self.stats.setdefault(key, []).append(value)
         for face in result.faces:
             self.names[face.name or "unknown"] = self.names.get(face.name or "unknown", 0) + 1
@@ -482,6 +490,7 @@ class Recorder:
         medians = {key: round(float(np.median(values)), 2) for key, values in self.stats.items()}
         pipeline = round(1e3 / medians["total"], 1) if medians.get("total") else 0.0
         return {"frames": self.frames, "median_ms": medians,
+                "detect_frames": len(self.stats.get("detect", [])),
                 "fps": round(self.meter.average(), 1) or pipeline, "pipeline_fps": pipeline,
                 "faces_named": self.names}
 
@@ -514,7 +523,7 @@ class VideoOut:
             if not self.writer.isOpened():
                 raise UserError(f"cannot write video {self.path} (use .mp4 or .avi)")
         if (bgr.shape[1], bgr.shape[0]) != self.size:   # an image folder of mixed sizes
-            bgr = cv2.resize(bgr, self.size)
+            bgr = letterbox(bgr, self.size)
         self.writer.write(bgr)
 
     def close(self, keep: bool) -> None:
@@ -523,6 +532,65 @@ class VideoOut:
             if keep:
                 os.replace(self.tmp, self.path)
         self.tmp.unlink(missing_ok=True)
+
+
+def letterbox(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`bgr` scaled to fit `size` (width, height) whole, keeping its aspect ratio, centred on a
+    black canvas: a portrait among landscape photos is shown, not stretched."""
+    import cv2
+
+    width, height = size
+    scale = min(width / bgr.shape[1], height / bgr.shape[0])
+    shown = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - shown[0]) // 2, (height - shown[1]) // 2
+    canvas[y:y + shown[1], x:x + shown[0]] = cv2.resize(bgr, shown, interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def fit_to_screen(bgr: np.ndarray, screen: tuple[int, int] | None,
+                  share: float = 0.9) -> np.ndarray:
+    """The window's image scaled down (never up) to `share` of the screen's width and height,
+    so the frame, its band and the window's title bar all fit; None: screen size unknown."""
+    import cv2
+
+    if screen is None:
+        return bgr
+    scale = min(1.0, share * screen[0] / bgr.shape[1], share * screen[1] / bgr.shape[0])
+    if scale >= 1.0:
+        return bgr
+    size = (max(1, int(bgr.shape[1] * scale)), max(1, int(bgr.shape[0] * scale)))
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+
+
+def screen_size(environ=os.environ) -> tuple[int, int] | None:
+    """The X display's screen in pixels (width, height), asked through libX11 (present wherever
+    OpenCV's Qt or GTK window runs on X11); None elsewhere or when it cannot be asked."""
+    import ctypes
+    import ctypes.util
+
+    if sys.platform in ("win32", "darwin") or not environ.get("DISPLAY"):
+        return None
+    library = ctypes.util.find_library("X11")
+    if library is None:
+        return None
+    try:
+        x11 = ctypes.CDLL(library)
+        x11.XOpenDisplay.restype = ctypes.c_void_p
+        x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        for name in ("XDefaultScreen", "XCloseDisplay"):
+            getattr(x11, name).argtypes = [ctypes.c_void_p]
+        for name in ("XDisplayWidth", "XDisplayHeight"):
+            getattr(x11, name).argtypes = [ctypes.c_void_p, ctypes.c_int]
+        display = x11.XOpenDisplay(environ["DISPLAY"].encode())
+        if not display:
+            return None
+        screen = x11.XDefaultScreen(display)
+        size = (int(x11.XDisplayWidth(display, screen)), int(x11.XDisplayHeight(display, screen)))
+        x11.XCloseDisplay(display)
+        return size if min(size) > 0 else None
+    except (OSError, AttributeError):
+        return None
 
 
 def run_headless(demo: Demo, source: Source, out: Path | None, log: Path | None,
@@ -623,6 +691,18 @@ MODIFIERS = range(0xFFE1, 0xFFEF)     # Shift, Control, Caps Lock, Meta, Alt, Su
 ENTER, ESCAPE, BACKSPACE = (10, 13, 0xFF0D, 0xFF8D), (27, 0xFF1B), (8, 127, 0xFF08, 0xFFFF)
 
 
+def typed_key(code: int) -> int:
+    """A `waitKeyEx` code -> the key as typed. GTK builds return the keysym with the modifier
+    state in bits 16 and up (Shift = 1, Caps Lock = 2): the letter comes with its own Shift, so
+    a capital needs no Shift event tracked from before (lost when keys come faster than the
+    window is polled). Qt builds return the bare lower-case letter and Shift as a key of its own:
+    `Prompt` still pairs those."""
+    keysym, state = code & 0xFFFF, code >> 16
+    if 0x61 <= keysym <= 0x7A and bool(state & 1) != bool(state & 2):
+        return keysym - 0x20
+    return keysym
+
+
 class Window:
     """The OpenCV window: a plain one (no toolbar, no status bar), keys as full codes, and
     whether the user closed it (Qt would otherwise recreate it on the next frame)."""
@@ -633,22 +713,23 @@ class Window:
         self.cv2 = cv2
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         self.keys: deque[int] = deque()
+        self.screen = screen_size()
 
     def show(self, bgr: np.ndarray) -> None:
-        self.cv2.imshow(WINDOW, bgr)
+        self.cv2.imshow(WINDOW, fit_to_screen(bgr, self.screen))
 
     def key(self, wait_ms: int) -> int | None:
         """The next key pressed within `wait_ms`, or None."""
         if self.keys:
             return self.keys.popleft()
         key = self.cv2.waitKeyEx(max(1, int(wait_ms)))
-        return None if key == -1 else key
+        return None if key == -1 else typed_key(key)
 
     def paint(self) -> None:
         """Let the window draw now (before a long action), keeping any key pressed meanwhile."""
         key = self.cv2.waitKeyEx(1)
         if key != -1:
-            self.keys.append(key)
+            self.keys.append(typed_key(key))
 
     def closed(self) -> bool:
         try:
@@ -701,7 +782,7 @@ class WindowSession:
     def __init__(self, demo: Demo, window, recorder: Recorder, video: VideoOut | None = None):
         self.demo, self.window, self.recorder, self.video = demo, window, recorder, video
         self.status, self.status_until = KEY_HINT, time.monotonic() + 10
-        self.hint = ""              # shown when no status is fresh
+        self.hint = KEY_HINT        # shown when no status is fresh: the keys stay findable
         self.rgb: np.ndarray | None = None
         self.result: FrameResult | None = None
         self.quitting = False
@@ -772,11 +853,14 @@ class WindowSession:
             shot = self.demo.face_shot(self.rgb, self.result)
         except UserError as e:
             return self._say(f"error: {e}")
-        score = self.demo.mismatch(name, shot)
-        if score is not None and not self._confirm(
-                f"this face does not match {name} (cosine {score:.2f} < "
-                f"{self.demo.recognizer.threshold:.2f}): y adds it to {name}, any other key "
-                "cancels"):
+        check = self.demo.check(name, shot)
+        if check.mismatch is not None and not self._confirm(
+                f"this face does not match {name} (cosine {check.mismatch:.2f} < "
+                f"{check.threshold:.2f}): y adds it to {name}, any other key cancels"):
+            return self._say("enroll cancelled")
+        if check.lookalike is not None and not self._confirm(
+                f"this face matches {check.lookalike[0]} (cosine {check.lookalike[1]:.2f} >= "
+                f"{check.threshold:.2f}): y enrolls it as {name} too, any other key cancels"):
             return self._say("enroll cancelled")
         self._act(f"enrolling {name}...", self.demo.enroll, name, shot)
 

@@ -59,7 +59,7 @@ def export_students(names, pretrained: bool, calib: str, calib_count: int, work:
                 start = time.perf_counter()
                 export_models(source, ["openvino"], precision, work,
                               calib=calib if precision == "int8" else None,
-                              calib_count=calib_count)
+                              calib_count=calib_count, random_init=not pretrained)
                 print(f"exported {folder.name} in {time.perf_counter() - start:.0f} s",
                       file=sys.stderr, flush=True)
             found[name][precision] = folder / "model.xml"
@@ -94,8 +94,9 @@ def previous_sampler_ir(source: Path, work: Path) -> Path:
 
 def _source_model(source: str):
     from lafs_edge.convert.export import load_source
+    from lafs_edge.models import list_models
 
-    return load_source(source)[0]
+    return load_source(source, random_init=source in list_models())[0]
 
 
 def compile_variant(core, path: Path, setting: str, threads: int, profile: bool = False):

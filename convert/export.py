@@ -190,16 +190,27 @@ def remove_stale_folders(folder: Path) -> list[Path]:
     return removed
 
 
-def load_source(model_arg: str, overrides: dict[str, Any] | None = None,
-                seed: int = 0) -> tuple[FaceModel, dict[str, Any], str | None]:
+def load_source(model_arg: str, overrides: dict[str, Any] | None = None, seed: int = 0,
+                random_init: bool = False) -> tuple[FaceModel, dict[str, Any], str | None]:
     """MODEL (checkpoint path or registry name) -> (model, source record, checkpoint path).
 
-    Registry names give random weights drawn after `torch.manual_seed(seed)`, so `verify` and
-    `bench` can rebuild the very same source model from the manifest's record."""
+    A registry name means its shipped weights, as `--model NAME` does everywhere. With
+    `random_init` it means random weights drawn after `torch.manual_seed(seed)` (tests, size and
+    latency checks), recorded so that `verify` and `bench` can rebuild the very same model."""
     from lafs_edge.models import list_models, load_model
+    from lafs_edge.models.pretrained import shipped, weights_file
 
     overrides = dict(overrides or {})
-    if model_arg in list_models():
+    if model_arg in list_models() and not random_init:
+        if model_arg not in shipped():
+            raise UserError(f"{model_arg} has no shipped weights (trained: "
+                            f"{', '.join(sorted(shipped())) or 'none'}): pass a checkpoint, or "
+                            "--random-init for random weights")
+        if overrides:
+            raise UserError(f"model.overrides change {model_arg}'s architecture, which its "
+                            "shipped weights fix: add --random-init for a random-weights model")
+        model_arg = str(weights_file(model_arg))
+    elif model_arg in list_models():
         torch.manual_seed(seed)
         model = load_model(model_arg, **overrides)
         return model, {"registry": model_arg, "overrides": overrides, "seed": seed}, None
@@ -219,7 +230,8 @@ def load_recorded_source(manifest, model_arg: str | None = None) -> FaceModel:
     record = manifest.parity.get("source") or {}
     if model_arg is None:
         if "registry" in record:
-            return load_source(record["registry"], record.get("overrides"), record.get("seed", 0))[0]
+            return load_source(record["registry"], record.get("overrides"), record.get("seed", 0),
+                               random_init=True)[0]
         model_arg = record.get("checkpoint")
         if model_arg is None:
             raise UserError("the manifest does not say which model it came from: pass --model")

@@ -20,11 +20,12 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
                   calib: str | None = None, calib_count: int = 128, pairs: str | None = None,
                   pairs_count: int | None = None,
                   name: str | None = None, sampler: str | None = None,
-                  overrides: dict[str, Any] | None = None) -> list[tuple[Path, Manifest]]:
+                  overrides: dict[str, Any] | None = None,
+                  random_init: bool = False) -> list[tuple[Path, Manifest]]:
     if name:   # refuse a clash before minutes of loading and converting
         for target in targets:
             check_replaceable(Path(out) / f"{name}-{target}-{precision}")
-    model, source, checkpoint = load_source(model_arg, overrides)
+    model, source, checkpoint = load_source(model_arg, overrides, random_init=random_init)
     if sampler and not hasattr(model, "sampler"):
         raise UserError(f"--sampler applies to part fViT models, not {model.arch}")
     if hasattr(model, "sampler"):

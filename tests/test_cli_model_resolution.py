@@ -197,11 +197,33 @@ def test_gallery_import_takes_the_checkpoint_for_its_artifact(cli, tmp_path, che
         assert "imported 1 shot" in out
 
 
-# --- export's overrides ----------------------------------------------------------------------------
+# --- export's model name and overrides -----------------------------------------------------------
+
+def test_export_of_a_name_means_its_shipped_weights(cli, tmp_path):
+    """`export mobilefacenet` exports the shipped weights (with their threshold), as `--model
+    mobilefacenet` means everywhere; random weights only with --random-init."""
+    from lafs_edge.models.pretrained import weights_file
+    from lafs_edge.runtime.manifest import sha256_file
+
+    code, _, err = cli("export", "mobilefacenet", "--target", "pytorch", "--out", tmp_path / "a")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "a" / "mobilefacenet-pytorch-fp32" / "manifest.json").read_text())
+    assert manifest["source_checkpoint_sha256"] == sha256_file(weights_file("mobilefacenet"))
+    assert manifest["threshold"] is not None
+    code, _, err = cli("export", "mobilefacenet", "--random-init", "--target", "pytorch",
+                       "--out", tmp_path / "b")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "b" / "mobilefacenet-pytorch-fp32" / "manifest.json").read_text())
+    assert manifest["parity"]["source"]["registry"] == "mobilefacenet"
+    code, _, err = cli("export", "mobilefacenet", "model.overrides.width=0.5", "--target",
+                       "pytorch", "--out", tmp_path / "c")
+    assert code == 2
+    one_error_line(err, "--random-init")
+
 
 def test_export_spells_overrides_as_training_does(cli, tmp_path):
     out = tmp_path / "out"
-    code, _, err = cli("export", "part_fvit_tiny", "model.overrides.preset=test",
+    code, _, err = cli("export", "part_fvit_tiny", "--random-init", "model.overrides.preset=test",
                        "--target", "pytorch", "--out", out, "model.overrides={depth: 1}")
     assert code == 0, err
     manifest = json.loads((out / "part_fvit_tiny-pytorch-fp32" / "manifest.json").read_text())
@@ -215,8 +237,8 @@ def test_export_spells_overrides_as_training_does(cli, tmp_path):
     (["model.overrides.no_such_argument=1"], ["bad override for part_fvit_tiny"]),
 ])
 def test_bad_export_overrides_are_one_line(cli, tmp_path, overrides, fragments):
-    code, _, err = cli("export", "part_fvit_tiny", "--target", "pytorch", "--out",
-                       tmp_path / "out", *overrides)
+    code, _, err = cli("export", "part_fvit_tiny", "--random-init", "--target", "pytorch",
+                       "--out", tmp_path / "out", *overrides)
     assert code == 2
     one_error_line(err, *fragments)
     assert not (tmp_path / "out").exists()

@@ -49,7 +49,7 @@ def test_calibration_folder_without_faces(tmp_path, capsys):
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here\n")
     out = tmp_path / "out"
-    rc = main(["export", "part_fvit_tiny", *TINY, "--target", "openvino", "--precision", "int8",
+    rc = main(["export", "part_fvit_tiny", "--random-init", *TINY, "--target", "openvino", "--precision", "int8",
                "--calib", str(empty), "--out", str(out)])
     assert rc == 2 and "no faces found" in _one_error_line(capsys)
     assert not out.exists() or not any(out.iterdir())

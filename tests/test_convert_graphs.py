@@ -50,7 +50,7 @@ def test_folding_batchnorm_keeps_the_embeddings(name, overrides):
 def test_onnx_mobilefacenet_has_no_batchnorm_and_matches(tmp_path):
     import onnx
 
-    (folder, _), = export_models("mobilefacenet", ["onnx"], "fp32", tmp_path)
+    (folder, _), = export_models("mobilefacenet", ["onnx"], "fp32", tmp_path, random_init=True)
     graph = onnx.load(str(folder / "model.onnx")).graph
     ops = {node.op_type for node in graph.node}
     assert "BatchNormalization" not in ops and "Conv" in ops
@@ -66,7 +66,8 @@ def test_onnx_mobilefacenet_has_no_batchnorm_and_matches(tmp_path):
 def test_openvino_part_fvit_graph_has_no_grid_sample(tmp_path):
     import openvino as ov
 
-    (folder, _), = export_models("part_fvit_tiny", ["openvino"], "fp32", tmp_path, overrides=TINY_VIT)
+    (folder, _), = export_models("part_fvit_tiny", ["openvino"], "fp32", tmp_path, overrides=TINY_VIT,
+                                   random_init=True)
     types = {op.get_type_name() for op in ov.Core().read_model(str(folder / "model.xml")).get_ops()}
     assert "GridSample" not in types and {"GatherElements", "Gather"} & types
     torch.manual_seed(0)

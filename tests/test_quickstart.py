@@ -42,12 +42,19 @@ def test_sample_people_are_generated_detected_and_aligned(prepared):
     assert crop.shape == (112, 112, 3)
 
 
-def test_every_training_stage_runs_one_step(prepared, tmp_path):
+def test_every_training_stage_runs_two_steps(prepared, tmp_path, capsys):
+    """...and the quickstart's table reports each stage's loss as its train command printed it
+    (the table once showed step 5's loss beside a log line of steps 1 -> 8)."""
+    import re
+
     out, _, aligned, list_file, _ = prepared
-    models = quickstart.train_stages(aligned, list_file, tmp_path, steps=1, batch=4)
+    models = quickstart.train_stages(aligned, list_file, tmp_path, steps=2, batch=4)
     assert list(models) == ["supervised", "pretrain", "finetune", "distill"]
-    for model in models.values():
+    printed = re.findall(r"trained steps 0 -> 2 of 2: (loss \S+ -> \S+),", capsys.readouterr().out)
+    assert len(printed) == 4
+    for model, line in zip(models.values(), printed):
         assert model.is_file()
+        assert quickstart.loss_summary(model.parent) == f"2 steps, {line}"
 
 
 @pytest.fixture(scope="module")

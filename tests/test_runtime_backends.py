@@ -23,7 +23,8 @@ TINY = dict(preset="test")  # lafs_edge.models.registry.PRESETS
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("rt")
-    results = export_models("part_fvit_tiny", ["pytorch", "tflite", "onnx"], "fp32", out, overrides=TINY)
+    results = export_models("part_fvit_tiny", ["pytorch", "tflite", "onnx"], "fp32", out, overrides=TINY,
+                             random_init=True)
     return {m.target: folder for folder, m in results}
 
 
@@ -147,7 +148,8 @@ def test_execution_precision_is_read_from_the_loaded_runtime(exported, tmp_path)
     from lafs_edge.convert.bench import execution_precision, summarize_precisions
 
     assert execution_precision(open_runtime(exported["tflite"], threads=1)) == "f32"
-    (folder, _), = export_models("part_fvit_tiny", ["openvino"], "fp32", tmp_path, overrides=TINY)
+    (folder, _), = export_models("part_fvit_tiny", ["openvino"], "fp32", tmp_path, overrides=TINY,
+                                   random_init=True)
     assert execution_precision(open_runtime(folder, threads=1)) == "f32"
     assert summarize_precisions({"int8": 48, "f32": 2}) == "int8 48/50 + f32 2/50"
     assert summarize_precisions({}) == "unknown"

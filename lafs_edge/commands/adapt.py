@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--views must be >= 0 and --steps >= 1")
         from lafs_edge.runtime.embedder import Embedder
 
-        embedder = Embedder.from_artifact(model_artifact(args), threads=args.threads)
+        embedder = Embedder.from_artifact(model_artifact(args, gallery), threads=args.threads)
         config = AdaptConfig(views=args.views, steps=args.steps, seed=args.seed)
         report = adapt_gallery(gallery, embedder, config, progress=True)
     print(f"adapted {report.people} people from {report.crops} crops ({report.views} views): "

@@ -11,17 +11,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument,
-                                               model_artifact, number)
+from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument, number,
+                                               open_recognizer)
 from lafs_edge.errors import UserError
 
 
+KEYS = ("window keys: e enroll the largest face (type a name, Enter), a adapt, d delete a "
+        "person, q or Esc quit")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = KEYS
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--camera", type=int, help="camera index (OpenCV), e.g. 0")
     source.add_argument("--source", help="a video file, a folder of images, or one image")
     add_model_argument(parser)
     add_gallery_argument(parser)
+    parser.add_argument("--create-gallery", action="store_true",
+                        help="start an empty gallery when --gallery does not exist (to enroll "
+                             "from the window); without it a missing gallery is an error")
     parser.add_argument("--headless", action="store_true",
                         help="no window: write --out and/or --log (works with opencv-python-headless)")
     parser.add_argument("--out", type=Path, help="annotated video (.mp4 or .avi)")
@@ -33,6 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=number(0, 1000, low_open=True), default=None,
                         help="playback frame rate: a video's own by default, 10 for images "
                              "(the window plays at it; --headless runs as fast as it can)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="window: retrain the gallery's on-device head after each "
+                             "enrollment or deletion (off by default: it lowered rank-1 for the "
+                             "shipped students, docs/demo.md)")
     parser.add_argument("--max-frames", type=number(1, 1e12, integer=True), default=None,
                         help="stop after this many frames")
     parser.add_argument("--redetect-every", type=number(1, 10000, integer=True), default=5,
@@ -53,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         check_display()
     opened = Source(source, args.fps)   # before the models: a missing camera fails in a moment
     try:
+        if not args.create_gallery and not Path(args.gallery).exists():
+            raise UserError(f"no gallery at {args.gallery}: enroll someone first (`lafs-edge "
+                            "enroll`), or pass --create-gallery to start an empty one")
         summary = _run_opened(args, opened)
     finally:
         opened.close()
@@ -62,19 +77,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_opened(args: argparse.Namespace, source) -> dict:
     from lafs_edge.apps.demo import Demo, run_headless, run_window
-    from lafs_edge.gallery import Gallery, Recognizer
+    from lafs_edge.gallery import Gallery
     from lafs_edge.landmarks import FaceAnalyzer
-    from lafs_edge.runtime.embedder import Embedder
 
     detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
-    embedder = Embedder.from_artifact(model_artifact(args), threads=args.threads)
-    with Gallery(args.gallery) as gallery:
-        gallery.check_model(embedder.fingerprint, embedder.label)
-        recognizer = Recognizer(embedder, FaceAnalyzer(detectors=detectors), gallery,
-                                args.threshold)
-        if recognizer.threshold is None:
-            raise UserError("the model's manifest has no threshold; pass --threshold")
+    with Gallery(args.gallery, create=args.create_gallery, timeout=args.busy_timeout) as gallery:
+        recognizer = open_recognizer(args, gallery, args.threshold,
+                                     FaceAnalyzer(detectors=detectors))
+        gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
+        recognizer.require_threshold()
         demo = Demo(recognizer, args.redetect_every)
+        demo.auto_adapt = args.adapt
         if not args.headless:
             return run_window(demo, source, args.out, args.log)
         return run_headless(demo, source, args.out, args.log, args.max_frames, args.snapshot,
@@ -85,9 +98,14 @@ def _print_summary(summary: dict, args: argparse.Namespace) -> None:
     from lafs_edge.gallery.pipeline import STAGES
 
     ms = summary["median_ms"]
+    stages = ", ".join(f"{stage} {ms.get(stage, 0):.1f}" for stage in STAGES)
+    detected = summary.get("detect_frames", summary["frames"])
+    if detected < summary["frames"]:   # tracked frames skip the detector: say what the median is of
+        stages = stages.replace(f"detect {ms.get('detect', 0):.1f}",
+                                f"detect {ms.get('detect', 0):.1f} (on the {detected} frames "
+                                "that ran it)")
     print(f"{summary['frames']} frames, {summary['fps']} FPS achieved; pipeline median "
-          f"{ms.get('total', 0):.1f} ms ({summary['pipeline_fps']} FPS): " + ", ".join(
-              f"{stage} {ms.get(stage, 0):.1f}" for stage in STAGES))
+          f"{ms.get('total', 0):.1f} ms ({summary['pipeline_fps']} FPS): {stages}")
     print("faces named: " + (", ".join(f"{name} x{count}" for name, count in
                                        sorted(summary["faces_named"].items())) or "none"))
     for label, path in (("video", args.out), ("events", args.log), ("snapshot", args.snapshot)):

@@ -5,10 +5,14 @@ Every photo must show exactly one face. Photos failing the quality gate (face to
 turned away) or nearly identical to a kept one are skipped with the reason; an unreadable photo,
 a photo with no face or several faces stops the command before anything is written. Photos added
 under a name already enrolled must match that person's shots at the model's threshold (a
-different face under a taken name would otherwise merge silently); `--allow-mismatch` overrides."""
+different face under a taken name would otherwise merge silently; `--allow-mismatch` overrides), and must not
+match another enrolled person (the same face under a second name; `--allow-lookalike`
+overrides). Both rules are `Recognizer.check_enrollment`, shared with the demo window and the
+Python API."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument, number,
                                                open_recognizer)
@@ -25,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-mismatch", action="store_true",
                         help="add the photos to an enrolled person even when they do not match "
                              "that person's shots")
+    parser.add_argument("--allow-lookalike", action="store_true",
+                        help="enroll the photos even when they match another enrolled person "
+                             "(twins, or a deliberate second name)")
     parser.add_argument("--min-eye-distance", type=number(1, 10000), default=20.0,
                         help="pixels (1-10000)")
     parser.add_argument("--min-sharpness", type=number(0, 1e6), default=40.0,
@@ -50,16 +57,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no photo of {name!r} passed the quality gate; nothing enrolled")
     embedder = recognizer.embedder
     with Gallery(args.gallery, timeout=args.busy_timeout) as gallery:
-        # the same-person check runs inside the store's write transaction (a concurrent
-        # enrollment under the same name is seen); the name is the one first enrolled
-        result = gallery.enroll(name, shots, embedder.fingerprint, embedder.label,
-                                threshold=recognizer.threshold, allow_mismatch=args.allow_mismatch)
-        name = result.name
+        recognizer.gallery = gallery
+        result, warnings = recognizer.enroll(name, shots, args.allow_mismatch,
+                                             args.allow_lookalike)
+        name = result.name   # the spelling the person was first enrolled by
         total = next(p.shots for p in gallery.people() if p.name == name)
-    if result.mismatch is not None:
-        print(f"warning: {name!r} is already enrolled and these photos do not match their shots "
-              f"(best cosine {result.mismatch:.3f}, threshold {recognizer.threshold:.3f}): a "
-              "different person? Added them anyway (--allow-mismatch)", file=sys.stderr)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for source, reason in result.skipped:
         print(f"skipped {source}: {reason}")
     print(f"enrolled {name}: {len(result.added)} shot(s) added, {total} in total "
@@ -68,14 +72,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def open_recognizer_checked(args: argparse.Namespace):
-    """The recognizer, after making sure an existing gallery belongs to this model (so a wrong
-    --model fails before the photos are processed)."""
+    """The recognizer (of --model, else of an existing gallery's own model), after making sure
+    an existing gallery belongs to it (so a wrong --model fails before the photos are
+    processed)."""
     from pathlib import Path
 
     from lafs_edge.gallery import Gallery
 
-    recognizer = open_recognizer(args)
-    if Path(args.gallery).exists():
-        with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
-            gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
+    if not Path(args.gallery).exists():
+        return open_recognizer(args)
+    with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
+        recognizer = open_recognizer(args, gallery)
+        gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
+    recognizer.gallery = None   # that read-only handle is closed; run() opens it for writing
     return recognizer

@@ -1,4 +1,4 @@
-"""`lafs-edge export MODEL [model.overrides.KEY=VALUE ...] --target
+"""`lafs-edge export MODEL [--random-init] [model.overrides.KEY=VALUE ...] --target
 openvino|coreml|tflite|onnx|pytorch|all --precision fp32|fp16|int8 --calib DIR --out DIR`: one
 artifact folder per target, `OUT/<name>-<target>-<precision>/`. Architecture overrides are
 spelled as in a training config (`model.overrides.depth=1`, `'model.overrides={depth: 1}'`) and
@@ -13,7 +13,12 @@ TARGET_CHOICES = ("onnx", "openvino", "tflite", "coreml", "pytorch", "all")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="lafs-edge checkpoint, or a registry name (random weights, seed 0)")
+    parser.add_argument("model", help="lafs-edge checkpoint, or a model name: its shipped weights "
+                                      "(`lafs-edge models`), or random ones with --random-init")
+    parser.add_argument("--random-init", action="store_true",
+                        help="export the named architecture with random weights (seed 0; "
+                             "model.overrides allowed): for tests and size or latency checks, "
+                             "never for recognition")
     parser.add_argument("overrides", nargs="*", metavar="model.overrides.KEY=VALUE",
                         help="model config overrides as training spells them, values parsed as "
                              "YAML: model.overrides.depth=1, model.overrides.preset=test or "
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     results = export_models(args.model, targets, args.precision, args.out, calib=args.calib,
                             calib_count=args.calib_count, pairs=args.pairs,
                             pairs_count=args.pairs_count, name=args.name,
-                            sampler=args.sampler, overrides=parse_overrides(args.overrides))
+                            sampler=args.sampler, overrides=parse_overrides(args.overrides),
+                            random_init=args.random_init)
     for folder, manifest in results:
         parity = manifest.parity
         figure = ""

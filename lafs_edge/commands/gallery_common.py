@@ -5,6 +5,7 @@ import argparse
 import math
 
 from lafs_edge.commands.model_option import HELP, resolve_model
+from lafs_edge.errors import UserError
 
 MAX_THREADS = 256
 
@@ -40,18 +41,47 @@ def add_gallery_argument(parser: argparse.ArgumentParser) -> None:
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help=f"{HELP}; a checkpoint or a name is exported once into the cache "
-                             "(default: the shipped student)")
+                             "(default: the model the gallery was enrolled with, else the "
+                             "shipped student)")
     parser.add_argument("--threads", type=number(1, MAX_THREADS, integer=True), default=None,
                         help="CPU threads for the model")
 
 
-def model_artifact(args: argparse.Namespace):
-    """The artifact folder of --model, or of the shipped student when none is given."""
-    if args.model:
-        return resolve_model(args.model).artifact()
+def model_artifact(args: argparse.Namespace, gallery=None):
+    """The artifact folder of --model; without one, of the model `gallery` records (the one it
+    was enrolled with), else of the shipped student."""
+    return artifact_for(args.model, gallery)
+
+
+def artifact_for(model: str | None, gallery=None):
+    """`model_artifact` for a --model value (None: the gallery's recorded model, else the
+    shipped student); shared with the Python API (lafs_edge.FaceRecognizer)."""
+    if model:
+        return resolve_model(model).artifact()
+    recorded = gallery.model_source if gallery is not None else None
+    if recorded:
+        try:
+            return resolve_model(recorded).artifact()
+        except UserError as e:
+            raise UserError(f"{gallery.path} was enrolled with --model {recorded}, which cannot "
+                            f"be opened now ({e}); pass --model") from None
     from lafs_edge.runtime.shipped import default_artifact
 
     return default_artifact()
+
+
+def source_for(model: str | None, gallery=None) -> str:
+    """What a gallery records as its model: the --model value that opens it again from any
+    folder (a shipped name as it is, a path made absolute), or the shipped student's name."""
+    from pathlib import Path
+
+    from lafs_edge.models.pretrained import shipped
+    from lafs_edge.runtime.shipped import DEFAULT_STUDENT
+
+    value = model or (gallery.model_source if gallery is not None else None)
+    if not value:
+        return DEFAULT_STUDENT
+    return value if value in shipped() else str(Path(value).resolve())
 
 
 def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
@@ -60,9 +90,13 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
                              "manifest's)")
 
 
-def open_recognizer(args: argparse.Namespace, gallery=None, threshold: float | None = None):
+def open_recognizer(args: argparse.Namespace, gallery=None, threshold: float | None = None,
+                    analyzer=None):
+    """The Recognizer of --model (or of the gallery's recorded model, or the shipped student)."""
     from lafs_edge.gallery import Recognizer
     from lafs_edge.runtime.embedder import Embedder
 
-    return Recognizer(Embedder.from_artifact(model_artifact(args), threads=args.threads), gallery=gallery,
-                      threshold=threshold)
+    embedder = Embedder.from_artifact(model_artifact(args, gallery), threads=args.threads)
+    recognizer = Recognizer(embedder, analyzer, gallery=gallery, threshold=threshold)
+    recognizer.model_source = source_for(args.model, gallery)
+    return recognizer

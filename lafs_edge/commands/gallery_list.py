@@ -18,8 +18,9 @@ def run(args: argparse.Namespace) -> int:
     with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
         people = gallery.people()
         fingerprint = gallery.fingerprint
+        source = f" (--model {gallery.model_source})" if gallery.model_source else ""
         print(f"{args.gallery}: {len(people)} people, model {gallery.model_name or '-'} "
-              f"{(fingerprint or '-')[:12]}")
+              f"{(fingerprint or '-')[:12]}{source}")
         for person in people:
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(person.created))
             print(f"{person.name}\t{person.shots} shot(s)\tenrolled {created}")

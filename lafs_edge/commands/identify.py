@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"image not found: {missing}")
     with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
         recognizer = open_recognizer(args, gallery, args.threshold)
-        if recognizer.threshold is None:
-            raise UserError("the model's manifest has no threshold; pass --threshold")
+        recognizer.require_threshold()
         gallery.check_model(recognizer.embedder.fingerprint, recognizer.embedder.label)
         recognizer.use_adapter = not args.no_adapter
         found = 0

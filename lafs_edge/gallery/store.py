@@ -213,14 +213,28 @@ class Gallery:
     def model_name(self) -> str | None:
         return self._meta("model")
 
+    @property
+    def model_source(self) -> str | None:
+        """The `--model` value the gallery was enrolled with (a shipped name or an absolute
+        path), so readers can open the same model without being told (None: not recorded)."""
+        return self._meta("model_source")
+
+    def remember_model_source(self, source: str) -> None:
+        """Record `source` as the way to open this gallery's model (the latest one wins)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('model_source', ?)", (source,))
+
     def check_model(self, fingerprint: str, model_name: str = "") -> None:
         bound = self.fingerprint
         if bound is not None and bound != fingerprint:
+            source = self.model_source
+            use = (f"use --model {source} (or leave --model out: the gallery's own model is "
+                   "used)" if source else "use the same --model")
             raise FingerprintMismatch(
                 f"gallery {self.path} was enrolled with model {self.model_name or '?'} "
                 f"(fingerprint {bound[:12]}), not {model_name or 'this model'} "
                 f"(fingerprint {fingerprint[:12]}); embeddings of different models cannot be "
-                "compared: use the same --model or enroll into a new gallery")
+                f"compared: {use}, or enroll into a new gallery")
 
     def _bind(self, db: sqlite3.Connection, fingerprint: str, model_name: str, dim: int,
               threshold: float | None = None) -> None:
