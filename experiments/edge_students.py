@@ -514,7 +514,7 @@ def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_nam
     from lafs_edge.fileio import atomic_write
     from lafs_edge.models import read_checkpoint
     from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped
-    from lafs_edge.runtime.manifest import sha256_file
+    from lafs_edge.hashing import sha256_file
 
     trained = final_run(out, student, PRESETS[preset_name]) / "model.pt"
     payload = read_checkpoint(trained)

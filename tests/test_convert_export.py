@@ -20,7 +20,8 @@ from lafs_edge.convert.pipeline import export_models
 from lafs_edge.convert.verify import failures, inspect_coreml
 from lafs_edge.models import create_model, save_checkpoint
 from lafs_edge.runtime.backends import open_runtime, sha256_path
-from lafs_edge.runtime.manifest import read_manifest, sha256_file
+from lafs_edge.runtime.manifest import read_manifest
+from lafs_edge.hashing import sha256_file
 
 pytestmark = pytest.mark.conversion
 

@@ -10,7 +10,8 @@ import pytest
 
 from lafs_edge.cli import main
 from lafs_edge.errors import UserError
-from lafs_edge.train.data.folders import LabelledFolder, to_112
+from lafs_edge.image_folders import to_112
+from lafs_edge.train.data.folders import LabelledFolder
 from lafs_edge.train.data.recordio import (IRHeader, RecordIODataset, RecordIOFile, RecordIOWriter,
                                            pack_record)
 from lafs_edge.train.data.webdataset import WebDatasetShards

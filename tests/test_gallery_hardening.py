@@ -319,7 +319,8 @@ def test_data_pack_onto_an_existing_file_is_one_sentence(cli, shared_data, tmp_p
 
 
 def test_a_garbage_model_file_is_one_sentence(cli, gallery_file, tmp_path):
-    from lafs_edge.runtime.manifest import InputSpec, Manifest, sha256_file, write_manifest
+    from lafs_edge.runtime.manifest import InputSpec, Manifest, write_manifest
+    from lafs_edge.hashing import sha256_file
 
     folder = tmp_path / "garbage"
     folder.mkdir()

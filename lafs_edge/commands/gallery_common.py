@@ -49,7 +49,7 @@ def model_artifact(args: argparse.Namespace):
     """The artifact folder of --model, or of the shipped student when none is given."""
     if args.model:
         return resolve_model(args.model).artifact()
-    from lafs_edge.runtime.shipped import default_artifact
+    from lafs_edge.commands.artifacts import default_artifact
 
     return default_artifact()
 

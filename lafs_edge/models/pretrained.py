@@ -39,7 +39,7 @@ def weights_file(name: str) -> Path:
     path = WEIGHTS / entry["file"]
     if not path.is_file():
         raise ValueError(f"shipped weights for {name} are missing: {path} (reinstall lafs-edge)")
-    from lafs_edge.runtime.manifest import sha256_file
+    from lafs_edge.hashing import sha256_file
 
     actual = sha256_file(path)
     if actual != entry["sha256"]:
