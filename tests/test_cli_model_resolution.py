@@ -16,23 +16,16 @@ import lafs_edge.commands.models as models_command
 from lafs_edge.cli import main
 from lafs_edge.commands.model_option import ModelSource, resolve_model
 from lafs_edge.errors import UserError
+from lafs_edge.hashing import sha256_file
 from lafs_edge.image import write_image
 from lafs_edge.models import create_model, save_checkpoint
 from lafs_edge.models.pretrained import WEIGHTS, shipped
-from lafs_edge.hashing import sha256_file
+from testkit import one_error_line
 
 pytestmark = pytest.mark.cli
 
 TRAINED = min(shipped())
 DEBUG_HINT = " (set LAFS_EDGE_DEBUG=1 for the traceback)"
-
-
-def one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
