@@ -1,4 +1,4 @@
-"""`export_artifact`: one model -> one artifact folder (model file + manifest.json), built in a
+"""`build_artifact`: one model -> one artifact folder (model file + manifest.json), built in a
 temporary folder beside the destination and renamed into place only when complete, so a failure
 never leaves a half-written artifact.
 
