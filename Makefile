@@ -31,10 +31,12 @@ gui: install
 test: install
 	$(BIN)/python tests/run_groups.py -q $(PYTEST_ARGS)
 
-# ruff and mypy over the package (train/, convert/ and apps/ are lafs_edge's subpackages).
+# ruff and mypy over the package (train/, convert/ and apps/ are lafs_edge's subpackages), and
+# the layer contract (import-linter; the contracts are in pyproject.toml).
 lint: install
 	$(BIN)/ruff check lafs_edge train convert apps
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 quickstart: install
 	$(BIN)/python -m lafs_edge.apps.quickstart $(ARGS)

@@ -26,7 +26,8 @@ import urllib.request
 from pathlib import Path
 
 from lafs_edge.errors import UserError
-from lafs_edge.landmarks.fetch import cache_home, sha256_bytes
+from lafs_edge.cache import cache_home
+from lafs_edge.hashing import sha256_bytes
 
 # archive URL -> (its sha256, its size in MB, {member path: (photo name, its sha256)})
 SOURCES = {
@@ -99,7 +100,7 @@ def _download(url: str) -> bytes:
 
 
 def _valid(path: Path, digest: str) -> bool:
-    from lafs_edge.runtime.manifest import sha256_file
+    from lafs_edge.hashing import sha256_file
 
     return path.is_file() and sha256_file(path) == digest
 

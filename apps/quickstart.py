@@ -105,7 +105,7 @@ def prepare_faces(photos: Path, out: Path, progress: bool = True) -> tuple[Path,
     from lafs_edge.align import align_face
     from lafs_edge.image import read_image, write_image
     from lafs_edge.landmarks import FaceAnalyzer
-    from lafs_edge.train.data.folders import scan_labelled
+    from lafs_edge.image_folders import scan_labelled
 
     samples = scan_labelled(photos)
     if not samples:
@@ -281,7 +281,7 @@ def run_all(args: argparse.Namespace, produced: Produced) -> None:
 
     out = args.out
     if args.data is not None:   # bad input stops before anything runs
-        from lafs_edge.train.data.folders import scan_labelled
+        from lafs_edge.image_folders import scan_labelled
 
         if not args.data.is_dir() or not scan_labelled(args.data):
             raise UserError(f"no labelled photos under {args.data} (expected DIR/person/photo)")

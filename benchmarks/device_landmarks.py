@@ -18,7 +18,7 @@ import numpy as np
 def main() -> None:
     from lafs_edge.image import read_image
     from lafs_edge.landmarks import FaceAnalyzer
-    from lafs_edge.train.data.landmarks import canonical_order, read_landmark_list
+    from lafs_edge.landmark_lists import canonical_order, read_landmark_list
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))

@@ -2,8 +2,8 @@
 grid_sample call per landmark, forward and forward+backward, plus the memory-bandwidth floor.
 
 Rows: the default method ("gather") as a user calls it (eager: grid_sample, chosen by the call),
-its export form (what traced / exported graphs contain), batched grid_sample, the flat-row eager
-gather, the previous gather form, and the reference loop.
+its export form (what traced / exported graphs contain), batched grid_sample, the previous gather
+form, and the reference loop. (The flat-row eager gather of earlier tables is gone: nothing ran it.)
 
     python benchmarks/sampler_bench.py [--batch 64 --landmarks 196 --size 8 --repeats 30]
 Prints a markdown table and writes JSON next to it (--json).
@@ -73,8 +73,7 @@ def main() -> None:
         "reference loop (196 grid_sample calls)": lambda im, pt: sample_patches_reference(im, pt, s),
         "batched grid_sample": lambda im, pt: sample_patches(im, pt, s, "grid_sample"),
         "default `gather` (as called)": lambda im, pt: sample_patches(im, pt, s, "gather"),
-        "gather, export form (in exported graphs)": lambda im, pt: _sample_gather(im, pt, s, fast=False),
-        "flat-row eager gather (kept for comparison)": lambda im, pt: _sample_gather(im, pt, s, fast=True),
+        "gather, export form (in exported graphs)": lambda im, pt: _sample_gather(im, pt, s),
         "previous gather (matmul blend, before issue 16)": lambda im, pt: previous_gather(im, pt, s),
     }
     reference = methods["reference loop (196 grid_sample calls)"](images, points)
@@ -89,8 +88,7 @@ def main() -> None:
             im.grad = pt.grad = None
             fn(im, pt).sum().backward()
 
-        # the flat-row form writes its output with out=, which autograd does not support
-        both = float("nan") if name.startswith("flat-row") else timed(fwd_bwd, args.repeats)
+        both = timed(fwd_bwd, args.repeats)
         err = (fn(images, points) - reference).abs().max().item()
         rows.append({"method": name, "forward_ms": fwd, "forward_backward_ms": both, "max_abs_diff": err})
 

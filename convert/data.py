@@ -1,5 +1,6 @@
 """Aligned 112x112 faces for calibration, parity checks and verification pairs, read through the
-training readers (`lafs_edge.train.data`), so export sees exactly what training saw.
+core readers training uses too (`lafs_edge.image_folders`, `lafs_edge.landmark_lists`), so export
+sees exactly what training saw.
 
 - a folder with `landmarks.txt` (wild5 layout): each face aligned with its 5 points by
   `lafs_edge.align.align_face` (`LandmarkFaces`); no identity labels.
@@ -40,8 +41,8 @@ class FaceSet:
 def load_faces(folder: str | os.PathLike, limit: int | None = None, seed: int = 0) -> FaceSet:
     """Aligned faces from `folder`; `limit` picks that many at random (fixed `seed`), in file order."""
     from lafs_edge.image import read_image
-    from lafs_edge.train.data.folders import scan_labelled, to_112
-    from lafs_edge.train.data.landmarks import LandmarkFaces
+    from lafs_edge.image_folders import scan_labelled, to_112
+    from lafs_edge.landmark_lists import LandmarkFaces
 
     folder = Path(folder)
     if not folder.is_dir():

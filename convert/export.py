@@ -1,4 +1,4 @@
-"""`export_artifact`: one model -> one artifact folder (model file + manifest.json), built in a
+"""`build_artifact`: one model -> one artifact folder (model file + manifest.json), built in a
 temporary folder beside the destination and renamed into place only when complete, so a failure
 never leaves a half-written artifact.
 
@@ -225,7 +225,7 @@ def load_source(model_arg: str, overrides: dict[str, Any] | None = None, seed: i
 def load_recorded_source(manifest, model_arg: str | None = None) -> FaceModel:
     """The PyTorch model an artifact came from: `model_arg` if given, else the manifest's record.
     A checkpoint must match the manifest's source_checkpoint_sha256."""
-    from lafs_edge.runtime.manifest import sha256_file
+    from lafs_edge.hashing import sha256_file
 
     record = manifest.parity.get("source") or {}
     if model_arg is None:

@@ -11,7 +11,8 @@ from lafs_edge import __version__
 from lafs_edge.align import ARCFACE_TEMPLATE_112
 from lafs_edge.convert.export import Converted
 from lafs_edge.runtime.backends import sha256_path
-from lafs_edge.runtime.manifest import InputSpec, Manifest, sha256_file
+from lafs_edge.runtime.manifest import InputSpec, Manifest
+from lafs_edge.hashing import sha256_file
 
 # Converter packages per target (recorded with their versions; a runtime may need the same).
 CONVERTERS = {
@@ -59,7 +60,7 @@ def threshold_at_far(embeddings: np.ndarray, labels: np.ndarray, far: float = FA
     """Cosine threshold whose false-accept rate over every impostor pair is <= `far`: the lowest
     ROC threshold that keeps it there. Pairs with tied scores are accepted together, so when a
     tie straddles `far` the threshold stays above it (the FAR is never exceeded)."""
-    from lafs_edge.train.evaluate.verification import pair_scores, roc_curve
+    from lafs_edge.verification import pair_scores, roc_curve
 
     normalised = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     i, j = np.triu_indices(len(labels), k=1)

@@ -50,8 +50,9 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
     reference = torch_embeddings(model, pair_faces) if pair_faces is not None else None
     # Shipped weights carry the threshold measured for them (their model card); only faces the
     # user names with --pairs replace it (a calibration set is rarely a fair threshold set).
-    recommended = None if pairs or checkpoint is None else \
-        _checkpoint_threshold(checkpoint)
+    from lafs_edge.models import checkpoint_threshold
+
+    recommended = None if pairs or checkpoint is None else checkpoint_threshold(checkpoint)
     name = name or model.arch
     results = []
     for target in targets:
@@ -73,13 +74,6 @@ def export_models(model_arg: str, targets: list[str], precision: str, out: str |
 
         results.append((folder, read_manifest(folder)[0]))
     return results
-
-
-def _checkpoint_threshold(path: str) -> float | None:
-    from lafs_edge.models import read_checkpoint
-
-    value = read_checkpoint(path).get("threshold")
-    return float(value) if value is not None else None
 
 
 def _pair_faces(pairs: str | None, count: int | None, calib_faces: FaceSet | None) -> FaceSet | None:

@@ -44,7 +44,7 @@ def runtime_embeddings(folder: Path, faces: FaceSet) -> np.ndarray:
 
 
 def verification_accuracy(embeddings: np.ndarray, labels: np.ndarray) -> float:
-    from lafs_edge.train.evaluate.verification import kfold_accuracy, make_pairs, pair_scores
+    from lafs_edge.verification import kfold_accuracy, make_pairs, pair_scores
 
     first, second, issame = make_pairs(labels, seed=0)
     return kfold_accuracy(pair_scores(embeddings, first, second), issame)["accuracy"]

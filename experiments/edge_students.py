@@ -508,13 +508,13 @@ TERMS = ("Trained on research face datasets: UTKFace and CelebA are for **non-co
 def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_name: str,
          threshold: float, machine: str) -> None:
     """Put a trained student into the package: fp16 weights (lafs_edge/weights/<name>.pt), its
-    sha256 and open-set threshold in the index, and its model card."""
+    open-set threshold inside it, its sha256 in the index, and its model card."""
     import torch
 
     from lafs_edge.fileio import atomic_write
     from lafs_edge.models import read_checkpoint
     from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped
-    from lafs_edge.runtime.manifest import sha256_file
+    from lafs_edge.hashing import sha256_file
 
     trained = final_run(out, student, PRESETS[preset_name]) / "model.pt"
     payload = read_checkpoint(trained)
@@ -525,11 +525,13 @@ def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_nam
         torch.save({"format": payload["format"], "arch": payload["arch"],
                     "config": payload["config"], "state_dict": state,
                     "threshold": round(threshold, 4)}, f)
+    # The threshold's one stored place is the checkpoint (above); the index holds file and hash.
     index = {**shipped(), student: {"file": path.name, "sha256": sha256_file(path),
-                                    "threshold": round(threshold, 4), "card": f"{student}.md"}}
+                                    "card": f"{student}.md"}}
     write_json(INDEX, dict(sorted(index.items())))
     (WEIGHTS / f"{student}.md").write_text(
-        model_card(student, path, index[student], out, rows, bench_rows, preset_name, machine))
+        model_card(student, path, {**index[student], "threshold": round(threshold, 4)}, out, rows,
+                   bench_rows, preset_name, machine))
     print(f"shipped {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 "
           f"{index[student]['sha256'][:12]}..., threshold {threshold:.3f})", flush=True)
 

@@ -8,7 +8,7 @@ crops are cached in runs/experiments/aligned_<set>.npz (research images: never c
     k-shot identification: enroll k images per person (one template = mean of the k), identify
         the other images (rank-1), mean and std over seeds (`lafs_edge.train.evaluate.kshot`);
     verification: all genuine pairs and as many impostor pairs among the evaluated images,
-        TAR at FAR 1e-2 and 10-fold accuracy (`lafs_edge.train.evaluate.verification`).
+        TAR at FAR 1e-2 and 10-fold accuracy (`lafs_edge.verification`).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def celeba_eval_faces(data: Path = SHARED_DATA) -> tuple[list[Path], np.ndarray,
     """(image paths, 5 points (N, 5, 2), labels (N,)) of the CelebA *evaluation* identities
     (celeba/splits/eval_ids.txt: never in the training pool), with the 5 points the dataset
     ships (the same SCRFD points the training pool was aligned with)."""
-    from lafs_edge.train.data.landmarks import LandmarkFaces
+    from lafs_edge.landmark_lists import LandmarkFaces
 
     root = data / "celeba"
     eval_ids = sorted((root / "splits" / "eval_ids.txt").read_text().split())
@@ -108,8 +108,7 @@ def evaluate(embeddings: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1,
 def verification(embeddings: np.ndarray, labels: np.ndarray, roc_points: int = 0) -> dict:
     """Accuracy (10-fold) and TAR at FAR 1e-2 over all genuine pairs of these rows and as many
     impostor pairs; with `roc_points`, the ROC thinned to about that many points."""
-    from lafs_edge.train.evaluate.verification import (make_pairs, pair_scores, roc_curve,
-                                                       verification_report)
+    from lafs_edge.verification import make_pairs, pair_scores, roc_curve, verification_report
 
     first, second, issame = make_pairs(labels, seed=0)
     scores = pair_scores(embeddings, first, second)

@@ -1,8 +1,10 @@
 """`lafs-edge`: one command, a sub-command for every job.
 
 Each sub-command lives in its own module exposing `configure(parser)` and `run(args) -> int`.
-Those modules import heavy dependencies (torch, converters) inside `run`, so `--help` stays fast
-and a missing optional dependency (say, coremltools) only affects the commands that need it.
+Those modules import heavy dependencies (torch, converters) inside `run`, and `lafs_edge/__init__`
+loads torch only on first use, so `--help` imports no torch (0.3 s rather than 3 s on the 2-CPU
+machine of docs/benchmarks.md; tests/test_architecture.py checks it) and a missing optional
+dependency (say, coremltools) only affects the commands that need it.
 """
 from __future__ import annotations
 

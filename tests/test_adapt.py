@@ -22,7 +22,8 @@ PEOPLE, PHOTOS = 18, 6      # ORL subset: 12 enrolled, 6 strangers
 def weak_artifact(tmp_path_factory):
     """A random-weights MobileFaceNet as a PyTorch artifact: a weak embedder with room to adapt."""
     from lafs_edge.models import create_model, save_checkpoint
-    from lafs_edge.runtime.manifest import InputSpec, Manifest, sha256_file, write_manifest
+    from lafs_edge.runtime.manifest import InputSpec, Manifest, write_manifest
+    from lafs_edge.hashing import sha256_file
 
     folder = tmp_path_factory.mktemp("weak")
     torch.manual_seed(0)

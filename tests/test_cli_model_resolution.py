@@ -16,23 +16,16 @@ import lafs_edge.commands.models as models_command
 from lafs_edge.cli import main
 from lafs_edge.commands.model_option import ModelSource, resolve_model
 from lafs_edge.errors import UserError
+from lafs_edge.hashing import sha256_file
 from lafs_edge.image import write_image
 from lafs_edge.models import create_model, save_checkpoint
 from lafs_edge.models.pretrained import WEIGHTS, shipped
-from lafs_edge.runtime.manifest import sha256_file
+from testkit import one_error_line
 
 pytestmark = pytest.mark.cli
 
 TRAINED = min(shipped())
 DEBUG_HINT = " (set LAFS_EDGE_DEBUG=1 for the traceback)"
-
-
-def one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +59,7 @@ def test_each_kind_is_told_from_what_it_is(checkpoint, manifest_only):
 
 def test_a_name_goes_the_way_of_the_default_student(monkeypatch):
     """Device commands export a name's shipped checkpoint through the same cache as no --model."""
-    import lafs_edge.runtime.shipped as shipped_module
+    import lafs_edge.commands.artifacts as shipped_module
 
     monkeypatch.setattr(shipped_module, "checkpoint_artifact", lambda path: ("exported", path))
     assert resolve_model(TRAINED).artifact() == shipped_module.default_artifact(TRAINED) == (
@@ -270,7 +263,7 @@ def test_debug_shows_the_traceback_for_every_error(cli, monkeypatch, error):
 
 
 def test_library_logging_shows_on_stderr_while_a_command_runs(cli, monkeypatch):
-    library = logging.getLogger("lafs_edge.runtime.shipped")
+    library = logging.getLogger("lafs_edge.commands.artifacts")
 
     def chatty(args):
         library.info("exporting a model once")

@@ -8,9 +8,10 @@ from lafs_edge.align import ARCFACE_TEMPLATE_112, align_face, similarity_transfo
 from lafs_edge.cli import main
 from lafs_edge.errors import UserError
 from lafs_edge.image import read_image
-from lafs_edge.train.data.folders import LabelledFolder, UnlabelledFolder, to_112
+from lafs_edge.image_folders import to_112
+from lafs_edge.train.data.folders import LabelledFolder, UnlabelledFolder
 from lafs_edge.train.data.kshot import kshot_parameters, select_kshot, write_kshot_list
-from lafs_edge.train.data.landmarks import LandmarkFaces, read_landmark_list
+from lafs_edge.landmark_lists import LandmarkFaces, read_landmark_list
 
 pytestmark = pytest.mark.data
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import struct
 
-import cv2
 import numpy as np
 import pytest
 
 from lafs_edge.cli import main
 from lafs_edge.errors import UserError
-from lafs_edge.train.data.folders import LabelledFolder, to_112
+from lafs_edge.image_folders import to_112
+from lafs_edge.train.data.folders import LabelledFolder
 from lafs_edge.train.data.recordio import (IRHeader, RecordIODataset, RecordIOFile, RecordIOWriter,
                                            pack_record)
 from lafs_edge.train.data.webdataset import WebDatasetShards
+from testkit import encode_png
 
 pytestmark = pytest.mark.data
 
@@ -24,10 +25,6 @@ def _part(cflag: int, data: bytes) -> bytes:
     return struct.pack("<II", MAGIC, (cflag << 29) | len(data)) + data + b"\0" * (-len(data) % 4)
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    return cv2.imencode(".png", rgb[:, :, ::-1])[1].tobytes()
-
-
 @pytest.fixture()
 def hand_built(tmp_path):
     """Header record 0, two images (one a multi-part record with an array label), two identities."""
@@ -35,11 +32,11 @@ def hand_built(tmp_path):
     images = [rng.integers(0, 256, (8, 6, 3), dtype=np.uint8) for _ in range(2)]
     # Record 0: flag 2, label array [first identity record 3, end 5).
     rec0 = struct.pack("<IfQQ", 2, 0.0, 0, 0) + struct.pack("<2f", 3, 5)
-    rec1 = struct.pack("<IfQQ", 0, 0.0, 1, 0) + _png(images[0])
+    rec1 = struct.pack("<IfQQ", 0, 0.0, 1, 0) + encode_png(images[0])
     # Image 2 carries an array label [1, x] whose second float's bytes ARE the magic word, at the
     # 4-byte-aligned offset 28: mxnet's writer splits the record there (part flags 1 then 3).
     head2 = struct.pack("<IfQQ", 2, 0.0, 2, 0) + struct.pack("<f", 1.0)
-    rec2_parts = _part(1, head2) + _part(3, _png(images[1]))
+    rec2_parts = _part(1, head2) + _part(3, encode_png(images[1]))
     rec3 = struct.pack("<IfQQ", 2, 0.0, 3, 0) + struct.pack("<2f", 1, 2)
     rec4 = struct.pack("<IfQQ", 2, 0.0, 4, 0) + struct.pack("<2f", 2, 3)
     blobs = [_part(0, rec0), _part(0, rec1), rec2_parts, _part(0, rec3), _part(0, rec4)]
@@ -49,7 +46,7 @@ def hand_built(tmp_path):
         data += blob
     (tmp_path / "train.rec").write_bytes(data)
     (tmp_path / "train.idx").write_text("".join(f"{k}\t{o}\n" for k, o in enumerate(offsets)))
-    full_rec2 = head2 + struct.pack("<I", MAGIC) + _png(images[1])
+    full_rec2 = head2 + struct.pack("<I", MAGIC) + encode_png(images[1])
     assert full_rec2[28:32] == struct.pack("<I", MAGIC)
     return tmp_path, images, [rec0, rec1, full_rec2, rec3, rec4], data
 

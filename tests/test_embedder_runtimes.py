@@ -10,8 +10,8 @@ import pytest
 from lafs_edge.errors import UserError
 from lafs_edge.image import read_image
 from lafs_edge.runtime.embedder import Embedder
-from lafs_edge.runtime.manifest import (InputSpec, Manifest, read_manifest, sha256_file,
-                                        write_manifest)
+from lafs_edge.hashing import sha256_file
+from lafs_edge.runtime.manifest import InputSpec, Manifest, read_manifest, write_manifest
 
 pytestmark = pytest.mark.device
 

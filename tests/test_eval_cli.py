@@ -14,10 +14,12 @@ from lafs_edge.align import align_face
 from lafs_edge.cli import main
 from lafs_edge.image import read_image, to_model_input
 from lafs_edge.models import create_model, load_model, save_checkpoint
-from lafs_edge.train.data.folders import LabelledFolder, to_112
-from lafs_edge.train.data.landmarks import read_landmark_list
+from lafs_edge.image_folders import to_112
+from lafs_edge.train.data.folders import LabelledFolder
+from lafs_edge.landmark_lists import read_landmark_list
 from lafs_edge.train.evaluate.ijb import evaluate_ijb, read_meta
-from lafs_edge.train.evaluate.verification import verification_report, write_bin
+from lafs_edge.train.evaluate.verification import write_bin
+from lafs_edge.verification import verification_report
 
 pytestmark = pytest.mark.evaluation
 

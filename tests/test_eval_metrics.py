@@ -15,9 +15,9 @@ from sklearn.model_selection import KFold
 from lafs_edge.errors import UserError
 from lafs_edge.train.evaluate.ijb import IJBMeta, evaluate_ijb, template_features
 from lafs_edge.train.evaluate.kshot import identification_report, kshot_split, open_set_threshold
-from lafs_edge.train.evaluate.verification import (best_threshold, kfold_accuracy, load_bin,
-                                                   make_pairs, roc_curve, tar_at_far,
-                                                   verification_report, write_bin)
+from lafs_edge.train.evaluate.verification import load_bin, write_bin
+from lafs_edge.verification import (best_threshold, kfold_accuracy, make_pairs, roc_curve,
+                                    tar_at_far, verification_report)
 
 pytestmark = pytest.mark.evaluation
 

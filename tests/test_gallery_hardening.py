@@ -18,22 +18,11 @@ import pytest
 
 from lafs_edge.errors import UserError
 from lafs_edge.gallery import ErasureIncomplete, Gallery, Shot, person_match
+from testkit import one_error_line, png, unit
 
 pytestmark = pytest.mark.device
 
 MODEL_A = "a" * 64
-
-
-def unit(seed: int, dim: int = 64) -> np.ndarray:
-    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-    return vector / np.linalg.norm(vector)
-
-
-def png(seed: int) -> bytes:
-    import cv2
-
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    return cv2.imencode(".png", pixels)[1].tobytes()
 
 
 def b64(data: bytes) -> str:
@@ -53,14 +42,6 @@ def contents(path: Path):
     with Gallery(path, readonly=True) as gallery:
         vectors, names = gallery.embeddings()
         return [(p.name, p.shots) for p in gallery.people()], names, vectors.tobytes()
-
-
-def one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def export_document(cli, gallery_file: Path) -> dict:
@@ -319,7 +300,8 @@ def test_data_pack_onto_an_existing_file_is_one_sentence(cli, shared_data, tmp_p
 
 
 def test_a_garbage_model_file_is_one_sentence(cli, gallery_file, tmp_path):
-    from lafs_edge.runtime.manifest import InputSpec, Manifest, sha256_file, write_manifest
+    from lafs_edge.runtime.manifest import InputSpec, Manifest, write_manifest
+    from lafs_edge.hashing import sha256_file
 
     folder = tmp_path / "garbage"
     folder.mkdir()

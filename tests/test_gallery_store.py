@@ -17,23 +17,11 @@ import pytest
 
 from lafs_edge.errors import UserError
 from lafs_edge.gallery import FingerprintMismatch, Gallery, Shot
+from testkit import png, unit
 
 pytestmark = pytest.mark.device
 
 MODEL_A, MODEL_B = "a" * 64, "b" * 64
-
-
-def unit(seed: int, dim: int = 64) -> np.ndarray:
-    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-    return vector / np.linalg.norm(vector)
-
-
-def png(seed: int) -> bytes:
-    """A real (tiny) PNG: imports check that crops are PNG images."""
-    import cv2
-
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    return cv2.imencode(".png", pixels)[1].tobytes()
 
 
 def near(vector: np.ndarray, noise: float, seed: int) -> np.ndarray:

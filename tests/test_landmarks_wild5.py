@@ -16,7 +16,7 @@ MEAN_ERROR_BOUND = 0.07
 
 
 def _wild5_sample(shared_data):
-    from lafs_edge.train.data.landmarks import canonical_order, read_landmark_list
+    from lafs_edge.landmark_lists import canonical_order, read_landmark_list
 
     entries = read_landmark_list(shared_data / "wild5" / "landmarks.txt")
     return [(shared_data / "wild5" / rel, canonical_order(points)[0])
@@ -47,7 +47,7 @@ def test_training_and_device_crops_are_identical(shared_data):
     and points, produce the very same 112x112 crop (both call lafs_edge.align.align_face)."""
     from lafs_edge.runtime.embedder import Embedder
     from lafs_edge.runtime.manifest import InputSpec, Manifest
-    from lafs_edge.train.data.landmarks import LandmarkFaces
+    from lafs_edge.landmark_lists import LandmarkFaces
 
     training = LandmarkFaces(shared_data / "wild5" / "landmarks.txt", return_points=True)
     index = 123

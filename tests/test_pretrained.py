@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lafs_edge.models import create_model, list_models, pretrained
+from lafs_edge.models import checkpoint_threshold, create_model, list_models, pretrained
 from lafs_edge.models.pretrained import shipped
 
 pytestmark = pytest.mark.models
@@ -19,9 +19,11 @@ SHIPPED = sorted(shipped())
 
 def test_the_students_ship_weights():
     assert {"mobilefacenet", "part_fvit_tiny"} <= set(SHIPPED) <= set(list_models())
-    for name, entry in shipped().items():
+    for entry in shipped().values():
         assert (pretrained.WEIGHTS / entry["card"]).is_file()
-        assert -1 < entry["threshold"] < 1
+        # one stored threshold: the checkpoint's (the index does not repeat it)
+        assert "threshold" not in entry
+        assert -1 < checkpoint_threshold(pretrained.WEIGHTS / entry["file"]) < 1
         assert (pretrained.WEIGHTS / entry["file"]).stat().st_size < 20e6  # a few MB each
 
 
@@ -100,3 +102,13 @@ def test_shipped_students_recognise_real_faces(name, orl_aligned):
     probes = np.setdiff1d(np.arange(len(labels)), first)
     predicted = labels[first][np.argmax(emb[probes] @ emb[first].T, axis=1)]
     assert (predicted == labels[probes]).mean() > 0.8
+
+
+def test_an_export_of_shipped_weights_carries_their_one_threshold(tmp_path):
+    """The checkpoint is the threshold's one stored place; export copies it into the manifest."""
+    from lafs_edge.convert.pipeline import export_models
+
+    checkpoint = pretrained.weights_file("part_fvit_tiny")
+    [(folder, manifest)] = export_models(str(checkpoint), ["pytorch"], "fp32", tmp_path)
+    assert manifest.threshold == checkpoint_threshold(checkpoint)
+    assert manifest.parity["threshold_from"].startswith("checkpoint")

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from lafs_edge.apps import quickstart
-from lafs_edge.train.data.landmarks import read_landmark_list
+from lafs_edge.landmark_lists import read_landmark_list
 
 pytestmark = pytest.mark.quickstart
 
@@ -85,7 +85,7 @@ def test_corrupt_cached_photo_is_fetched_again(group_photos, tmp_path):
     import shutil
 
     from lafs_edge.apps.group_photos import PHOTOS, fetch_photos
-    from lafs_edge.runtime.manifest import sha256_file
+    from lafs_edge.hashing import sha256_file
 
     folder = tmp_path / "photos"
     shutil.copytree(group_photos, folder)
@@ -109,7 +109,7 @@ def test_device_part_with_the_shipped_student(group_photos, mediapipe_models, tm
     """The out-of-the-box result with the shipped student's artifact, on photos the people were
     not enrolled from: both enrolled people named wherever they appear, the 19 other faces
     called unknown."""
-    from lafs_edge.runtime.shipped import default_artifact
+    from lafs_edge.commands.artifacts import default_artifact
 
     result = quickstart.run_device(default_artifact(), tmp_path)
     verdicts = result["verdicts"]

@@ -5,17 +5,16 @@ import pytest
 import torch
 
 from lafs_edge.models import sample_patches, sample_patches_reference
-from lafs_edge.models.sampler import METHODS, _sample_gather, gather_form
+from lafs_edge.models.sampler import _sample_gather, gather_form
 
 pytestmark = pytest.mark.models
 
 # Every implementation behind the public methods: the default "gather" runs the export form when
-# traced/exported and grid_sample in eager mode; the flat eager gather is kept for benchmarks.
+# traced/exported and grid_sample in eager mode.
 FORMS = {
     "gather": lambda i, p, s: sample_patches(i, p, s, "gather"),
     "grid_sample": lambda i, p, s: sample_patches(i, p, s, "grid_sample"),
-    "gather export form": lambda i, p, s: _sample_gather(i, p, s, fast=False),
-    "gather eager form": lambda i, p, s: _sample_gather(i, p, s, fast=True),
+    "gather export form": lambda i, p, s: _sample_gather(i, p, s),
 }
 
 
@@ -72,11 +71,6 @@ def test_gradients_match_reference(form, case):
         grads[name] = (im.grad, pt.grad)
     torch.testing.assert_close(grads["got"][0], grads["ref"][0], atol=1e-4, rtol=0)
     torch.testing.assert_close(grads["got"][1], grads["ref"][1], atol=1e-4, rtol=0)
-
-
-def test_flat_eager_form_returns_contiguous_patches():
-    images, points = _inputs()
-    assert _sample_gather(images, points, 8, fast=True).is_contiguous()
 
 
 def test_form_follows_what_the_caller_does():

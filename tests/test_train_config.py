@@ -9,7 +9,8 @@ import yaml
 from lafs_edge.cli import main
 from lafs_edge.errors import UserError
 from lafs_edge.train.config import CONFIG_DIR, load_config, save_config
-from lafs_edge.train.config_schema import STAGES, leaves
+from lafs_edge.train.schema import STAGES
+from lafs_edge.train.schema.checks import leaves
 
 pytestmark = pytest.mark.training
 
@@ -109,7 +110,7 @@ def test_cli_reports_an_out_of_range_setting_in_one_line(capsys):
     assert err == ["error: config: optim.batch_size = -4 is out of range: must be in [1, inf)"]
 
 
-# Issue 15: the schema (train/config_schema.py) checks types, choices and ranges at load; each of
+# Issue 15: the schema (train/schema/) checks types, choices and ranges at load; each of
 # these used to load and fail (or train wrongly) later, deep inside a stage.
 @pytest.mark.parametrize("stage, override, message", [
     ("supervised", "head.kind=softmax",

@@ -4,8 +4,8 @@
 
 The defaults are `train/configs/engine.yaml` (seed, optimizer and trainer settings shared by
 every stage) under `train/configs/<stage>.yaml`, which keeps only what differs. Every key and
-its type come from the stage's schema (train/config_schema.py), so a typo fails at once instead
-of being silently ignored; only free-form mappings (`model.overrides`) accept new keys. Values on
+its type come from the stage's schema (train/schema/, a file per stage), so a typo fails at
+once instead of being silently ignored; only free-form mappings (`model.overrides`) accept new keys. Values on
 the command line are parsed as YAML (`1e-3` is a float, `[0.4, 1.0]` a list, `null` None) and
 checked against the key's type, and a choice against its allowed values, as each file or
 override is merged; the resolved config then against every numeric range (a negative batch size
@@ -25,8 +25,8 @@ import yaml
 
 from lafs_edge.errors import UserError
 from lafs_edge.fileio import write_text_atomic
-from lafs_edge.train.config_schema import (Leaf, fields_of, is_free_form, is_section, resolve,
-                                           stage_schema)
+from lafs_edge.train.schema import stage_schema
+from lafs_edge.train.schema.checks import Leaf, fields_of, is_free_form, is_section, resolve
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

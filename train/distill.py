@@ -33,6 +33,7 @@ fixed targets over-fit (Beyer et al. 2022). On a 2-core CPU `online` measured 0.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -328,8 +329,8 @@ def compute_teacher_targets(cfg: dict[str, Any], labelled: bool, batch: int = 64
         crops[start:stop] = torch.stack([c["student"] for c in plain])
         labels[start:stop] = torch.tensor([c["label"] for c in plain])
         if stop == total or (start // batch) % 20 == 0:
-            print(f"teacher targets: {stop}/{total} faces "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+            logging.getLogger(__name__).info("teacher targets: %d/%d faces (%.0f s)", stop, total,
+                                             time.perf_counter() - started)
     return {"format": TARGETS_FORMAT, "key": _targets_key(cfg, labelled),
             "crops": crops, "targets": targets, "labels": labels,
             "num_classes": int(getattr(source, "num_classes", 0))}
@@ -377,7 +378,8 @@ def _read_targets(path: Path) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: recompute rather than train on it
-        print(f"{path}: unreadable ({str(e).splitlines()[0]}); recomputing", flush=True)
+        logging.getLogger(__name__).warning("%s: unreadable (%s); recomputing", path,
+                                            str(e).splitlines()[0])
         return None
     return state if isinstance(state, dict) and state.get("format") == TARGETS_FORMAT else None
 

@@ -48,7 +48,7 @@ class FaceSource(Dataset):
 def _letterboxed(image: np.ndarray) -> np.ndarray:
     """A crop without points, letterboxed to 112x112 unless it has that size already."""
     if image.shape[:2] != (CROP_SIZE, CROP_SIZE):
-        from lafs_edge.train.data.folders import to_112
+        from lafs_edge.image_folders import to_112
 
         image = to_112(image, CROP_SIZE)
     return image
@@ -89,7 +89,7 @@ def build_source(data_cfg: dict[str, Any], seed: int, labelled: bool = False) ->
         records = RecordIODataset(data_cfg["root"], bgr=bool(data_cfg["bgr"]))
         return _PairSource(records, records.num_classes if labelled else 0)
     if kind == "landmarks":
-        from lafs_edge.train.data.landmarks import LandmarkFaces
+        from lafs_edge.landmark_lists import LandmarkFaces
 
         if labelled:
             raise UserError("data.format=landmarks has no identities; labels need format=folder")

@@ -90,7 +90,7 @@ class FaceTransform:
     def __call__(self, item: tuple[np.ndarray, int], rng: np.random.Generator):
         image, label = item
         if image.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-            from lafs_edge.train.data.folders import to_112
+            from lafs_edge.image_folders import to_112
 
             image = to_112(image, IMAGE_SIZE)
         if self.augment is not None:

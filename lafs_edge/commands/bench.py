@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from lafs_edge.errors import UserError
     from lafs_edge.runtime.backends import check_files
     from lafs_edge.runtime.manifest import read_manifest
-    from lafs_edge.train.data.folders import write_text_atomic
+    from lafs_edge.fileio import write_text_atomic
 
     if args.runs < 1 or args.warmup < 0 or min(args.batch) < 1 or min(args.threads) < 0:
         raise UserError("--runs and --batch must be positive, --warmup and --threads not negative")

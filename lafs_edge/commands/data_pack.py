@@ -24,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lafs_edge.train.data.folders import LabelledFolder, to_112
+    from lafs_edge.image_folders import to_112
+    from lafs_edge.train.data.folders import LabelledFolder
     from lafs_edge.train.data.recordio import write_insightface_rec
     from lafs_edge.train.data.webdataset import write_shards
 

@@ -10,7 +10,7 @@ ijb:   an IJB-B / IJB-C root (meta/ + loose_crop/): 1:1 template verification.
 kshot: a labelled folder: enroll k per identity, rank-1/5 on the rest, open-set DIR at FAR with
        a fraction of identities held out as unknown.
 Images that are not already model-sized (ORL 92x112, Yale 320x243) are letterboxed
-(`lafs_edge.train.data.folders.to_112`): these sets have no landmarks to align with.
+(`lafs_edge.image_folders.to_112`): these sets have no landmarks to align with.
 """
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _labelled(model, args):
-    from lafs_edge.train.data.folders import LabelledFolder, to_112
+    from lafs_edge.image_folders import to_112
+    from lafs_edge.train.data.folders import LabelledFolder
 
     size = _input_side(model)
 
@@ -120,8 +121,7 @@ def _embed_artifact(embedder, images, batch_size: int, flip: bool, normalize: bo
 def _pairs(model, args) -> dict:
     import numpy as np
 
-    from lafs_edge.train.evaluate.verification import (DEFAULT_FARS, make_pairs, pair_scores,
-                                                       verification_report)
+    from lafs_edge.verification import DEFAULT_FARS, make_pairs, pair_scores, verification_report
 
     dataset = _labelled(model, args)
     labels = np.array(dataset.targets)
@@ -136,8 +136,8 @@ def _bin(model, args) -> dict:
     import numpy as np
 
     from lafs_edge.train.data.recordio import decode_image
-    from lafs_edge.train.evaluate.verification import (DEFAULT_FARS, load_bin, pair_scores,
-                                                       verification_report)
+    from lafs_edge.train.evaluate.verification import load_bin
+    from lafs_edge.verification import DEFAULT_FARS, pair_scores, verification_report
 
     images, issame = load_bin(args.data)
     size = _input_side(model)

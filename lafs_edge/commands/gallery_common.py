@@ -65,7 +65,7 @@ def artifact_for(model: str | None, gallery=None):
         except UserError as e:
             raise UserError(f"{gallery.path} was enrolled with --model {recorded}, which cannot "
                             f"be opened now ({e}); pass --model") from None
-    from lafs_edge.runtime.shipped import default_artifact
+    from lafs_edge.commands.artifacts import default_artifact
 
     return default_artifact()
 

@@ -6,7 +6,7 @@
         trained weights is refused: its embeddings would mean nothing
 
 The device commands (enroll, identify, adapt, demo, gallery import) run an artifact: a checkpoint
-or a name is exported once into the cache (`lafs_edge.runtime.shipped`). embed and eval run either
+or a name is exported once into the cache (`lafs_edge.commands.artifacts`). embed and eval run either
 form; verify and bench compare an artifact with its PyTorch source, so there it is a checkpoint or
 a name.
 """
@@ -34,7 +34,7 @@ class ModelSource:
         """An artifact folder for the device runtime: this one, or the checkpoint's cached one."""
         if self.kind == "artifact":
             return self.path
-        from lafs_edge.runtime.shipped import checkpoint_artifact
+        from lafs_edge.commands.artifacts import checkpoint_artifact
 
         return checkpoint_artifact(self.path)
 

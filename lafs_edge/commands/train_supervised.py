@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from lafs_edge.commands.train_pretrain import configure as _configure
-from lafs_edge.commands.train_pretrain import run_stage
+from lafs_edge.commands.train_common import configure as _configure
+from lafs_edge.commands.train_common import run_stage
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

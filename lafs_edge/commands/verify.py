@@ -69,6 +69,6 @@ def _print(manifest, report: dict) -> None:
 
 
 def _write_json(path: str, report: dict) -> None:
-    from lafs_edge.train.data.folders import write_text_atomic
+    from lafs_edge.fileio import write_text_atomic
 
     write_text_atomic(path, json.dumps(report, indent=2) + "\n")

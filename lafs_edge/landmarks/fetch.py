@@ -7,7 +7,6 @@ models into a cache folder, and check every file against the sha256 pinned below
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -17,7 +16,8 @@ import zipfile
 from pathlib import Path
 
 from lafs_edge.errors import UserError
-from lafs_edge.runtime.manifest import sha256_file
+from lafs_edge.cache import cache_home
+from lafs_edge.hashing import sha256_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +43,9 @@ class ModelsUnavailable(UserError):
     """The MediaPipe models are not cached and could not be fetched (e.g. no network)."""
 
 
-def cache_home() -> Path:
-    """lafs-edge's cache: $LAFS_EDGE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/lafs-edge."""
-    root: str | Path | None = os.environ.get("LAFS_EDGE_CACHE")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lafs-edge"
-    return Path(root)
-
-
 def cache_dir() -> Path:
     """The MediaPipe models' folder in the cache."""
     return cache_home() / "mediapipe"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _is_valid(path: Path, expected_sha256: str) -> bool:

@@ -1,8 +1,9 @@
 """Shipped weights: trained students inside the package, as face_recognition ships
 `face_recognition_models` and InsightFace its model zoo.
 
-    lafs_edge/weights/index.json   {name: {"file", "sha256", "threshold", "card"}}
-    lafs_edge/weights/<name>.pt    a lafs-edge checkpoint (fp16 tensors, loaded as fp32)
+    lafs_edge/weights/index.json   {name: {"file", "sha256", "card"}}
+    lafs_edge/weights/<name>.pt    a lafs-edge checkpoint (fp16 tensors, loaded as fp32) with the
+                                   open-set threshold measured for it (`checkpoint_threshold`)
     lafs_edge/weights/<name>.md    its model card: command, data, steps, accuracy, terms
 
 The sha256 pinned in the index is checked on every load, so a truncated file (or a Git LFS
@@ -39,7 +40,7 @@ def weights_file(name: str) -> Path:
     path = WEIGHTS / entry["file"]
     if not path.is_file():
         raise ValueError(f"shipped weights for {name} are missing: {path} (reinstall lafs-edge)")
-    from lafs_edge.runtime.manifest import sha256_file
+    from lafs_edge.hashing import sha256_file
 
     actual = sha256_file(path)
     if actual != entry["sha256"]:
@@ -48,7 +49,3 @@ def weights_file(name: str) -> Path:
                          "(a Git LFS pointer or a truncated download looks like this)")
     return path
 
-
-def recommended_threshold(name: str) -> float | None:
-    """The open-set cosine threshold measured for the shipped weights (see the model card)."""
-    return shipped().get(name, {}).get("threshold")

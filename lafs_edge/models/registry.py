@@ -3,7 +3,11 @@ checkpoint format every stage writes and every exporter reads.
 
 A checkpoint is a plain dict of tensors and builtins, loadable with torch.load(weights_only=True):
     {"format": "lafs-edge-checkpoint/1", "arch": "part_fvit_tiny", "config": {...overrides},
-     "state_dict": {...}, ...anything a training stage adds (optimizer, step, rng)}
+     "state_dict": {...}, "threshold": 0.39 (optional), ...anything a training stage adds}
+
+`threshold` is the open-set cosine threshold measured for these weights: stored only here (the
+shipped students carry theirs; the weights index does not repeat it) and read only by
+`checkpoint_threshold`, which `lafs-edge export` copies into the artifact's manifest.
 """
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ from typing import Any, Callable, cast
 import torch
 from torch import nn
 
-from ..fileio import atomic_write
-from .base import FaceModel
-from .cnn_student import MobileFaceNet
-from .part_vit import PartViT
+from lafs_edge.fileio import atomic_write
+from lafs_edge.models.base import FaceModel
+from lafs_edge.models.cnn_student import MobileFaceNet
+from lafs_edge.models.part_vit import PartViT
 
 CHECKPOINT_FORMAT = "lafs-edge-checkpoint/1"
 
@@ -83,7 +87,7 @@ def create_model(name: str, pretrained: bool = False, preset: str | None = None,
     (sha256-checked; `lafs-edge models` lists them)."""
     overrides = _with_preset(preset, overrides)
     if pretrained:
-        from .pretrained import weights_file
+        from lafs_edge.models.pretrained import weights_file
 
         path = weights_file(_check_name(name))
         return load_model(path, **overrides).train()
@@ -128,6 +132,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a lafs-edge checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     return payload
+
+
+def checkpoint_threshold(path: str | os.PathLike) -> float | None:
+    """The open-set cosine threshold stored with the weights, None when none was measured."""
+    value = read_checkpoint(path).get("threshold")
+    return float(value) if value is not None else None
 
 
 def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> FaceModel:

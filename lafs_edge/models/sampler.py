@@ -18,12 +18,9 @@ Which form runs is decided by what the caller is doing, never by a flag the user
   converter maps to its own ops;
 - eager (training and inference): `grid_sample`, one fused kernel. In the runs of
   benchmarks/sampler_bench.py on a 2-core CPU (docs/benchmarks.md) it was the fastest eager form
-  forward at 2 threads (within 10% of the flat-row gather at 1 thread) and 2-5x faster
-  forward+backward than the gather forms; values within 1e-5 and gradients within 1e-4 of the
+  forward at 2 threads (within 10% of a flat-row gather variant at 1 thread, since removed) and
+  2-5x faster forward+backward than the gather forms; values within 1e-5 and gradients within 1e-4 of the
   gather form (tests/test_sampler.py).
-The flat-row eager gather (`_sample_gather(..., fast=True)`: the x lerp over each channel's
-windows as one long row, the y lerp through strided views into the output) is kept for
-measurement (it has no autograd: the y lerp writes with out=).
 """
 from __future__ import annotations
 
@@ -43,7 +40,7 @@ def sample_patches(images: torch.Tensor, points: torch.Tensor, size: int,
         form = gather_form(images, points)
         if form == "grid_sample":
             return _sample_grid(images, points, size)
-        return _sample_gather(images, points, size, fast=form == "eager")
+        return _sample_gather(images, points, size)
     if method == "grid_sample":
         return _sample_grid(images, points, size)
     raise ValueError(f"unknown sampler method {method!r}; choose from {METHODS}")
@@ -86,8 +83,7 @@ def _tap_coordinates(centres: torch.Tensor, offsets: torch.Tensor, extent: int) 
                          torch.full_like(grid, extent / 2))
 
 
-def _sample_gather(images: torch.Tensor, points: torch.Tensor, size: int,
-                   fast: bool = False) -> torch.Tensor:
+def _sample_gather(images: torch.Tensor, points: torch.Tensor, size: int) -> torch.Tensor:
     b, c, h, w = images.shape
     n, s1 = points.shape[1], size + 1
     offsets = torch.arange(size, dtype=points.dtype, device=points.device) - size / 2
@@ -112,8 +108,6 @@ def _sample_gather(images: torch.Tensor, points: torch.Tensor, size: int,
     flat = torch.cat([images.reshape(b, c, h * w), images.new_zeros(b, c, 1)], dim=2)
     index = pixel.reshape(b, 1, n * s1 * s1).expand(b, c, n * s1 * s1)
     window = torch.gather(flat, 2, index)  # (B, C, N*(S+1)^2): one gather for every patch
-    if fast:
-        return _blend_flat(window.view(b, c, n, s1 * s1), fx, fy, size)
     window = window.reshape(b, c, n, s1, s1)
     # Bilinear blend: two shifted slices along x, then two along y (a + f * (b - a)).
     left, right = window[..., :size], window[..., 1:]
@@ -121,25 +115,6 @@ def _sample_gather(images: torch.Tensor, points: torch.Tensor, size: int,
     top, bottom = rows_blend[..., :size, :], rows_blend[..., 1:, :]
     patches = top + fy[:, None, :, :, None] * (bottom - top)  # (B,C,N,S,S)
     return patches.transpose(1, 2)
-
-
-def _blend_flat(window: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, size: int) -> torch.Tensor:
-    """The same blend for eager CPU, whose elementwise kernels are several times slower on rows of
-    8 than on long rows: x blends each channel's windows as one flat row (tap k pairs with k + 1;
-    the weight row repeats fx[j] per window row; results that straddle two window rows or two
-    patches are never read), then y reads the rows k and k + S + 1 of that through strided views
-    and writes the (B, N, C, S, S) output directly."""
-    b, c, n, area = window.shape
-    s1 = size + 1
-    weight_x = F.pad(fx, (0, 1))[:, :, None, :].expand(b, n, s1, s1).reshape(b, 1, n * area)
-    flat = window.reshape(b, c, n * area)
-    blended = torch.lerp(flat[..., :-1], flat[..., 1:], weight_x[..., :-1])  # (B,C,N*area-1)
-    shape, strides = (b, c, n, size, size), (c * (n * area - 1), n * area - 1, area, s1, 1)
-    top = blended.as_strided(shape, strides, 0)
-    bottom = blended.as_strided(shape, strides, s1)
-    out = window.new_empty(b, n, c, size, size)
-    torch.lerp(top, bottom, fy[:, None, :, :, None], out=out.transpose(1, 2))
-    return out
 
 
 def sample_patches_reference(images: torch.Tensor, points: torch.Tensor, size: int) -> torch.Tensor:

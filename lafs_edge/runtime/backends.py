@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 
 from lafs_edge.errors import UserError
-from lafs_edge.runtime.manifest import Manifest, read_manifest, sha256_file
+from lafs_edge.runtime.manifest import Manifest, read_manifest
+from lafs_edge.hashing import sha256_file
 
 # target -> module in lafs_edge.runtime with `load(model_path, manifest, threads) -> callable`
 BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert",

@@ -25,7 +25,8 @@ import numpy as np
 
 from lafs_edge.align import align_face, template_for
 from lafs_edge.errors import UserError
-from lafs_edge.runtime.manifest import InputSpec, Manifest, check_template, sha256_file
+from lafs_edge.hashing import sha256_file
+from lafs_edge.runtime.manifest import InputSpec, Manifest, check_template
 
 
 class Embedder:

@@ -20,7 +20,6 @@ the Embedder. Schema (format "lafs-edge-artifact/1"):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -171,21 +170,6 @@ def _is_int(value) -> bool:
 
 def _is_real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-_HASHED: dict[tuple, str] = {}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, remembered for this process while the file is unchanged
-    (same inode, size and modification time): the load-time check and the fingerprint both
-    need it, and a model file can be hundreds of megabytes."""
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHED:
-        with open(path, "rb") as f:
-            _HASHED[key] = hashlib.file_digest(f, "sha256").hexdigest()
-    return _HASHED[key]
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[Manifest, Path]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from lafs_edge.errors import UserError
-from lafs_edge.train.data.folders import read_list_comments, scan_labelled, write_list_file
+from lafs_edge.image_folders import scan_labelled
+from lafs_edge.train.data.folders import read_list_comments, write_list_file
 
 
 def select_kshot(entries: list[tuple[Path, str]], k: int, fraction: float = 1.0,

@@ -126,7 +126,7 @@ def evaluate_ijb(raw_embeddings: np.ndarray, meta: IJBMeta, norm_score: bool = T
     """TAR at each FAR (and AUC) over the template pairs, from per-face raw embeddings."""
     from sklearn.metrics import auc
 
-    from lafs_edge.train.evaluate.verification import roc_curve, tar_at_far
+    from lafs_edge.verification import roc_curve, tar_at_far
 
     features = image_features(raw_embeddings, meta.detector_scores, norm_score, detector_score)
     template_feats, unique = template_features(features, meta.templates, meta.medias)

@@ -1,4 +1,5 @@
 """5-point landmark lists (the format of ../shared/data/wild5/landmarks.txt), aligned on the fly.
+A core module: training, export (calibration faces) and the benchmarks read lists with it.
 
 One line per face: `relative/path x1 x2 x3 x4 x5 y1 y2 y3 y4 y5` in pixels of the original image,
 points = left eye, right eye, nose tip, left mouth corner, right mouth corner, where "left" means
@@ -16,7 +17,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from lafs_edge.align import CROP_SIZE, align_face
 from lafs_edge.errors import UserError
@@ -61,10 +61,11 @@ def canonical_order(points: np.ndarray) -> tuple[np.ndarray, bool]:
     return points, swapped
 
 
-class LandmarkFaces(Dataset):
+class LandmarkFaces:
     """Faces of a 5-point list, aligned to the ArcFace template: `size` x `size` RGB uint8 crops
     (or `transform(crop)`). Paths in the list are relative to `root` (default: the list's folder).
-    With `return_points`, items are (crop, points in the original image) for checks."""
+    With `return_points`, items are (crop, points in the original image) for checks. A plain
+    sequence (len and indexing), which is all torch's DataLoader needs: core imports no torch."""
 
     def __init__(self, list_file: str | os.PathLike, root: str | os.PathLike | None = None,
                  size: int = CROP_SIZE, transform=None, layout: str = "xxyy",
