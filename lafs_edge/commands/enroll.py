@@ -42,8 +42,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from lafs_edge.gallery import Gallery, QualityGate
     from lafs_edge.gallery.store import check_name
 
