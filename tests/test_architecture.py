@@ -75,3 +75,14 @@ def _through_a_link(path: Path) -> bool:
     """lafs_edge/train etc. are links to the top-level folders: count each file once."""
     return any(parent.is_symlink() for parent in path.relative_to(REPO).parents
                if parent != Path(".") and (REPO / parent).is_symlink())
+
+
+def test_every_package_data_pattern_matches_files():
+    """pyproject's package-data lists only what exists (it once listed assets/ and configs/)."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    for package, patterns in config["tool"]["setuptools"]["package-data"].items():
+        folder = REPO.joinpath(*package.split("."))
+        for pattern in patterns:
+            assert any(folder.glob(pattern)), f"{package}: {pattern} matches nothing"
