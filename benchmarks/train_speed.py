@@ -45,7 +45,9 @@ from torch import nn
 from lafs_edge.convert.bench import machine
 from lafs_edge.models import create_model, save_checkpoint
 from lafs_edge.train.config import load_config
-from lafs_edge.train.distill import DistillTask, MirrorTarget, TeacherTargets
+from lafs_edge.train.distill import DistillTask
+from lafs_edge.train.distill_views import MirrorTarget
+from lafs_edge.train.teacher_targets import TeacherTargets
 from lafs_edge.train.engine import SeededDataset, Trainer, use_channels_last
 
 ROOT = Path(__file__).resolve().parents[1]

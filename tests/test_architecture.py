@@ -71,6 +71,18 @@ def test_files_over_300_lines_are_named_in_the_architecture_doc():
     assert long_files <= named, sorted(long_files - named)
 
 
+def test_the_long_files_table_names_only_long_files():
+    """A file split below the mark leaves the table (train/distill.py was named at 387 lines
+    after it had been split), so the table stays a list of what is still long."""
+    doc = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = doc.split("## Files over ~300 lines", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"^\| `([^`]+\.py)` \|", section, flags=re.M)
+    assert named, "the table of long files is missing"
+    short = [name for name in named if not (REPO / name).is_file()
+             or len((REPO / name).read_text().splitlines()) <= 300]
+    assert not short, short
+
+
 def _through_a_link(path: Path) -> bool:
     """lafs_edge/train etc. are links to the top-level folders: count each file once."""
     return any(parent.is_symlink() for parent in path.relative_to(REPO).parents

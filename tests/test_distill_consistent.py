@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from lafs_edge.cli import main
 from lafs_edge.image import read_image
 from lafs_edge.train.config import load_config
-from lafs_edge.train.distill import loader_collate, relational_loss
+from lafs_edge.train.distill import loader_collate
+from lafs_edge.train.distill_losses import relational_loss
 from lafs_edge.train.distill_views import (ILLUMINATION, ConsistentViews, TeacherCollate, degrade,
                                            erase, jpeg, low_resolution, mixed)
 from lafs_edge.train.sources import normalise, student_matrix, template_change, warp

@@ -19,7 +19,8 @@ from lafs_edge.cli import main
 from lafs_edge.image import read_image
 from lafs_edge.models import create_model, load_model, save_checkpoint
 from lafs_edge.train.config import load_config
-from lafs_edge.train.distill import DistillTask, DistillViews, random_pose
+from lafs_edge.train.distill import DistillTask
+from lafs_edge.train.distill_views import DistillViews, random_pose
 from lafs_edge.train.engine import DistInfo
 from lafs_edge.train.finetune import FinetuneTask, layer_decay_groups, perturb_landmarks
 from lafs_edge.train.sources import template_change
@@ -288,7 +289,8 @@ def test_cached_targets_are_the_teachers_embeddings_of_each_view(shared_data, sh
     """distill.targets=cached: the mirrored crop is the flipped clean crop, its target is the
     teacher's embedding of exactly that view, the file is reused, and a stale one (other data)
     is recomputed."""
-    from lafs_edge.train.distill import MIRROR, build_dataset
+    from lafs_edge.train.distill import build_dataset
+    from lafs_edge.train.distill_views import MIRROR
     from lafs_edge.train.sources import normalise
 
     teacher = teacher_yaml(tmp_path, shared_models)

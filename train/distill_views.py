@@ -1,20 +1,32 @@
-"""Consistent teaching (`distill.targets=loader`): the teacher embeds the exact view the student
-sees, inside the data loader's workers, so the training process only runs the student.
+"""The views distillation trains on: what the student sees and what its target is computed from.
 
-Each face is warped once into the student's 112x112 crop with a random pose and a jitter of its 5
-points (the device's MediaPipe points disagree with the pool's by a few pixels), then degraded the
-way in-the-wild faces are: harsh illumination (extreme gamma, one-sided shading, a cast shadow,
-low contrast, low key), colour jitter and grey, low resolution, blur, JPEG, an occluding
-rectangle. A worker's collate mixes some faces with another of the batch (mixup), cuts the
-teacher's crop out of each finished student view (`template_change`: the teacher's own template
-and size) and runs the teacher on the whole batch, so every degradation reaches both models.
-Ranges and probabilities: the `augment` and `augment.hard` sections of configs/distill.yaml.
+- `DistillViews` (`distill.targets=online`): each face is warped once with a random small pose
+  (`random_pose`: flip, rotation, scale, shift) for the student's 112x112 ArcFace crop AND, when
+  the teacher expects another crop (an external model's template and size), for the teacher's
+  crop of the same view: M_teacher = C A M_student with C = M_t M_s^-1 the change from the
+  student's template to the teacher's, computed from the face's own 5 points, so both are cut
+  from the original pixels. The training process runs the teacher (DistillTask.loss).
+- `MirrorTarget` (`distill.targets=cached`): a cached clean crop or its mirror image (`MIRROR`),
+  paired with the teacher's embedding of exactly that view (train/teacher_targets.py).
+- `ConsistentViews` + `TeacherCollate` (`distill.targets=loader`, consistent teaching): the
+  teacher embeds the exact view the student sees, inside the data loader's workers, so the
+  training process only runs the student.
+
+Consistent teaching: each face is warped once into the student's 112x112 crop with a random pose
+and a jitter of its 5 points (the device's MediaPipe points disagree with the pool's by a few
+pixels), then degraded the way in-the-wild faces are: harsh illumination (extreme gamma,
+one-sided shading, a cast shadow, low contrast, low key), colour jitter and grey, low resolution,
+blur, JPEG, an occluding rectangle. A worker's collate mixes some faces with another of the batch
+(mixup), cuts the teacher's crop out of each finished student view (`template_change`: the
+teacher's own template and size) and runs the teacher on the whole batch, so every degradation
+reaches both models. Ranges and probabilities: the `augment` and `augment.hard` sections of
+configs/distill.yaml.
 """
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -22,6 +34,9 @@ import torch
 
 from lafs_edge.align import CROP_SIZE
 from lafs_edge.train.sources import chw_uint8, normalise, student_matrix, template_change, warp
+
+if TYPE_CHECKING:
+    from lafs_edge.train.teachers import TeacherGeometry
 
 GREY = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -40,6 +55,48 @@ def random_pose(rng: np.random.Generator, aug: dict[str, Any], size: int = CROP_
     matrix[:2, 2] = centre + shift - linear @ np.array([centre, centre])
     return matrix
 
+
+class DistillViews:
+    """(image, points, label), rng -> {"student": (3, 112, 112), ["teacher": (3, H, W)],
+    "label"}: one random pose, cut for the student's crop and (if different) the teacher's."""
+
+    def __init__(self, aug: dict[str, Any], teacher: TeacherGeometry):
+        self.aug, self.teacher = aug, teacher
+
+    def __call__(self, item, rng: np.random.Generator) -> dict[str, Any]:
+        return self.cut(item, random_pose(rng, self.aug))
+
+    def cut(self, item, pose: np.ndarray) -> dict[str, Any]:
+        image, points, label = item
+        m_student = student_matrix(points)
+        crop = warp(image, pose @ m_student, CROP_SIZE, CROP_SIZE)
+        out = {"student": chw_uint8(crop), "label": int(label)}
+        if not self.teacher.is_student_crop:
+            change = template_change(points, self.teacher.template)
+            width, height = self.teacher.crop_size
+            out["teacher"] = chw_uint8(warp(image, change @ pose @ m_student, width, height))
+        return out
+
+
+# The mirror image of a 112x112 crop, as a pose (the cached targets' second view).
+MIRROR = np.array([[-1.0, 0.0, CROP_SIZE - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+class MirrorTarget:
+    """(crop, targets, label), rng -> a view dict: mirrored with probability augment.flip,
+    paired with the teacher's embedding of exactly that view."""
+
+    def __init__(self, flip: float):
+        self.flip = flip
+
+    def __call__(self, item, rng: np.random.Generator) -> dict[str, Any]:
+        crop, targets, label = item
+        mirrored = rng.random() < self.flip
+        return {"student": crop.flip(-1) if mirrored else crop,
+                "target": targets[int(mirrored)], "label": label}
+
+
+# --- consistent teaching (targets=loader) ---------------------------------------------------
 
 def jittered(points: np.ndarray | None, sigma_px: float, rng: np.random.Generator):
     """The 5 points moved by N(0, sigma^2) crop pixels each (scaled to the source image)."""
