@@ -505,35 +505,22 @@ TERMS = ("Trained on research face datasets: UTKFace and CelebA are for **non-co
          "Intel's face-reidentification-retail-0095, is Apache-2.0.")
 
 
+THRESHOLD_SOURCE = ("cosine at FAR 1e-3 over all impostor pairs of the CelebA eval identities, "
+                    "PyTorch fp32")
+
+
 def ship(student: str, out: Path, rows: dict, bench_rows: list[dict], preset_name: str,
          threshold: float, machine: str) -> None:
-    """Put a trained student into the package: fp16 weights (lafs_edge/weights/<name>.pt), its
-    open-set threshold inside it, its sha256 in the index, and its model card."""
-    import torch
-
-    from lafs_edge.fileio import atomic_write
-    from lafs_edge.models import read_checkpoint
-    from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped
-    from lafs_edge.hashing import sha256_file
+    """Put a trained student into the package (lafs_edge.models.shipping: fp16 weights with the
+    open-set threshold inside, the sha256 index, the model card)."""
+    from lafs_edge.models.shipping import ModelCard, ship_student
 
     trained = final_run(out, student, PRESETS[preset_name]) / "model.pt"
-    payload = read_checkpoint(trained)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    WEIGHTS.mkdir(exist_ok=True)
-    path = WEIGHTS / f"{student}.pt"
-    with atomic_write(path) as f:
-        torch.save({"format": payload["format"], "arch": payload["arch"],
-                    "config": payload["config"], "state_dict": state,
-                    "threshold": round(threshold, 4)}, f)
-    # The threshold's one stored place is the checkpoint (above); the index holds file and hash.
-    index = {**shipped(), student: {"file": path.name, "sha256": sha256_file(path),
-                                    "card": f"{student}.md"}}
-    write_json(INDEX, dict(sorted(index.items())))
-    (WEIGHTS / f"{student}.md").write_text(
-        model_card(student, path, {**index[student], "threshold": round(threshold, 4)}, out, rows,
-                   bench_rows, preset_name, machine))
-    print(f"shipped {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 "
-          f"{index[student]['sha256'][:12]}..., threshold {threshold:.3f})", flush=True)
+    card = ModelCard(THRESHOLD_SOURCE, card_training(student, out, preset_name, machine),
+                     card_accuracy(student, rows, bench_rows), TERMS)
+    entry = ship_student(student, trained, threshold, card)
+    print(f"shipped {entry['file']} (sha256 {entry['sha256'][:12]}..., threshold {threshold:.3f})",
+          flush=True)
 
 
 def training_minutes(out: Path, student: str, preset: dict) -> float:
@@ -563,18 +550,11 @@ def resumes(log: Path) -> list[str]:
             if marks else [])
 
 
-def model_card(student: str, path: Path, entry: dict, out: Path, rows: dict,
-               bench_rows: list[dict], preset_name: str, machine: str) -> str:
+def card_training(student: str, out: Path, preset_name: str, machine: str) -> list[str]:
+    """The model card's Training section: data, steps, machine, the commands, any resumes."""
     preset = PRESETS[preset_name]
     runs = range(len(stages(preset, student)))
-    lines = [
-        f"# {student}: shipped weights", "",
-        f"`lafs_edge.create_model(\"{student}\", pretrained=True)`; `lafs-edge models` lists it. "
-        f"File `{path.name}` ({path.stat().st_size / 1e6:.1f} MB, fp16 tensors loaded as fp32), "
-        f"sha256 `{entry['sha256']}` (checked on every load). Open-set threshold "
-        f"{entry['threshold']} (cosine at FAR 1e-3 over all impostor pairs of the CelebA eval "
-        "identities, PyTorch fp32).", "",
-        "## Training", "",
+    return [
         f"Distilled from face-reidentification-retail-0095 (cosine loss through a linear "
         f"projection to its 256-d embedding) on the unlabelled pool: "
         f"{sum(1 for _ in (REPO / POOL_LIST).open())} faces of "
@@ -590,17 +570,19 @@ def model_card(student: str, path: Path, entry: dict, out: Path, rows: dict,
         "```", *[shlex.join(distill_argv(student, preset, Path("runs/experiments/edge_students"),
                                          stage)) for stage in runs],
         "```", "", *[line for stage in runs
-                     for line in resumes(out / f"{run_dir(out, student, stage).name}.log")],
-        "## Accuracy", "",
+                     for line in resumes(out / f"{run_dir(out, student, stage).name}.log")]]
+
+
+def card_accuracy(student: str, rows: dict, bench_rows: list[dict]) -> list[str]:
+    """The model card's Accuracy section: the protocol and this student's rows of the table."""
+    return [
         "Nothing below was used for training or int8 calibration. ORL and Yale aligned by the "
         "device pipeline (MediaPipe); rank-1 = mean over 5 draws of k enrolled images per "
         "person. CelebA: the 44 eval identities (all genuine pairs, as many impostor pairs).", "",
         *accuracy_table({k: v for k, v in rows.items()
                          if k.startswith(("teacher-fp16", f"{student}-pytorch",
                                           f"{student}-openvino-int8", f"{student}-tflite-int8"))},
-                        bench_rows), "",
-        "## Terms", "", TERMS, ""]
-    return "\n".join(lines)
+                        bench_rows)]
 
 
 DEPLOY_BEGIN, DEPLOY_END = "<!-- edge_students: begin -->", "<!-- edge_students: end -->"

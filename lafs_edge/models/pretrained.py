@@ -8,7 +8,8 @@
 
 The sha256 pinned in the index is checked on every load, so a truncated file (or a Git LFS
 pointer in its place) fails with one clear line instead of loading garbage.
-`experiments/edge_students.py --ship` writes all three from a finished run.
+`ship_student` (lafs_edge/models/shipping.py) writes all three from a finished run;
+`experiments/edge_students.py --ship` calls it.
 """
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 INDEX = WEIGHTS / "index.json"
 
 
-def shipped() -> dict[str, dict[str, Any]]:
-    """{registry name: its index entry} for every model with shipped weights."""
-    if not INDEX.is_file():
+def shipped(folder: Path | None = None) -> dict[str, dict[str, Any]]:
+    """{registry name: its index entry} for every model with shipped weights (in `folder`'s
+    index.json; default the package's)."""
+    index = INDEX if folder is None else Path(folder) / "index.json"
+    if not index.is_file():
         return {}
-    return json.loads(INDEX.read_text(encoding="utf-8"))
+    return json.loads(index.read_text(encoding="utf-8"))
 
 
 def has_weights(name: str) -> bool:
