@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineErrors(prog="lafs-edge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lafs-edge {__version__}")
+    parser.add_argument("--max-pixels", type=_pixel_count, default=None, metavar="N",
+                        help="refuse images of more than N pixels, read from the header before "
+                             "decoding (default 100000000: 100 megapixels, 300 MB decoded)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, (module_name, help_text) in COMMANDS.items():
@@ -76,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pixel_count(text: str) -> int:
+    try:
+        value = int(float(text))
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _configure(parser: argparse.ArgumentParser, module_name: str) -> None:
     importlib.import_module(module_name).configure(parser)
 
@@ -84,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(build_parser(), argv)
     previous = _exit_cleanly_on_sigterm()
     try:
-        with _log_to_stderr():
+        with _log_to_stderr(), _pixel_limit(args.max_pixels):
             return int(importlib.import_module(args._module).run(args) or 0)
     except (Exception, KeyboardInterrupt) as e:
         if debugging():   # users get one line; the traceback only when asked for, whatever the type
@@ -154,6 +167,19 @@ def _log_to_stderr():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _pixel_limit(max_pixels: int | None):
+    """--max-pixels for this call only (a program may call `main` more than once)."""
+    from lafs_edge import image
+
+    previous = image.MAX_PIXELS
+    image.MAX_PIXELS = max_pixels or previous
+    try:
+        yield
+    finally:
+        image.MAX_PIXELS = previous
 
 
 def _exit_cleanly_on_sigterm():
