@@ -6,17 +6,32 @@ and a missing optional dependency (say, coremltools) only affects the commands t
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import errno
-import importlib
-import logging
 import os
 import signal
 import sys
-import traceback
 
-from lafs_edge.errors import UserError
+
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C before `main` is running (importing, building the parser): the same one word and
+    exit 130 as later, not a traceback of whatever module was loading."""
+    print("interrupted", file=sys.stderr)
+    os._exit(130)
+
+
+# First thing the `lafs-edge` command (or `python -m lafs_edge.cli`) runs; a program importing
+# this module for `main` keeps its own Ctrl-C, and so does a shell that made us ignore it (`&`).
+if ((os.path.basename(sys.argv[0]) == "lafs-edge" or __name__ == "__main__")
+        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import argparse  # noqa: E402 - after the handler: these imports can be interrupted too
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import traceback  # noqa: E402
+
+from lafs_edge.errors import UserError  # noqa: E402
 
 # name -> (module, one-line help). Nested groups ("train supervised") use a space.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -94,9 +109,10 @@ def _configure(parser: argparse.ArgumentParser, module_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_arguments(build_parser(), argv)
     previous = _exit_cleanly_on_sigterm()
-    try:
+    previous_interrupt = _interrupt_as_exception()
+    try:   # from parsing on: the parser imports every command module
+        args = parse_arguments(build_parser(), argv)
         with _log_to_stderr(), _pixel_limit(args.max_pixels):
             return int(importlib.import_module(args._module).run(args) or 0)
     except (Exception, KeyboardInterrupt) as e:
@@ -106,6 +122,33 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_interrupt is not None:
+            signal.signal(signal.SIGINT, previous_interrupt)
+
+
+_interrupted = False   # a SIGINT arrived during this `main`
+
+
+def _interrupt_as_exception():
+    """While `main` runs, Ctrl-C raises KeyboardInterrupt (transactions roll back, temporary
+    files are removed, `report` says "interrupted"); returns the handler to restore."""
+    global _interrupted
+    _interrupted = False
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return None   # started in the background (`&`): Ctrl-C is not for us
+    try:
+        return signal.signal(signal.SIGINT, _on_interrupt)
+    except ValueError:   # not the main thread
+        return None
+
+
+def _on_interrupt(signum, frame):
+    """Remember the interrupt: raised inside an import, KeyboardInterrupt can come out as
+    another error (numpy re-raises it as ImportError "you should not try to import numpy from
+    its source directory"), which must still be reported as the interruption it is."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
 
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -131,9 +174,20 @@ def report(e: BaseException) -> int:
     if isinstance(e, Terminated):
         print("terminated", file=sys.stderr)
         return 143
-    if isinstance(e, KeyboardInterrupt):
+    if isinstance(e, KeyboardInterrupt) or _interrupted:
         print("interrupted", file=sys.stderr)
         return 130
+    if isinstance(e, BrokenPipeError):   # `lafs-edge gallery list | head -1`: the reader left
+        _silence_stdout()
+        return 141   # 128 + SIGPIPE, what a shell reports for a program killed by it
+    if isinstance(e, RecursionError):
+        print("error: the input is nested too deeply to read (a YAML or JSON file?)",
+              file=sys.stderr)
+        return 2
+    if _is_sqlite_error(e):
+        print(f"error: an SQLite database is damaged or not what was expected (SQLite: {e})",
+              file=sys.stderr)
+        return 2
     if isinstance(e, ModuleNotFoundError) and e.name == "cv2":
         # neither OpenCV build is a base dependency: the user picks one
         print("error: OpenCV is not installed: pip install 'lafs-edge[headless]' (or "
@@ -148,6 +202,20 @@ def report(e: BaseException) -> int:
     hint = "" if debugging() else " (set LAFS_EDGE_DEBUG=1 for the traceback)"
     print(f"error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
     return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _is_sqlite_error(e: BaseException) -> bool:
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(e, sqlite3.DatabaseError)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from lafs_edge.apps.demo import Source, check_display, check_source, require_gui
 
     if args.headless and not (args.out or args.log or args.snapshot):
@@ -54,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     opened = Source(source, args.fps)   # before the models: a missing camera fails in a moment
     try:
         summary = _run_opened(args, opened)
+    except KeyboardInterrupt:
+        if args.log:   # the log is kept, and says it is partial: so does the command
+            print(f"{args.log}: partial, the events up to the interruption (its summary line "
+                  "says \"complete\": false)", file=sys.stderr)
+        raise
     finally:
         opened.close()
     _print_summary(summary, args)

@@ -189,7 +189,13 @@ def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> FaceModel:
         model = create_model(payload["arch"], **{**payload["config"], **overrides})
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in payload["state_dict"].items()}  # shipped weights are fp16
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:   # a tensor of another shape: torch lists every one of them
+            first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line),
+                         str(e).splitlines()[0])
+            raise ValueError(f"{name_or_path}: weights do not fit {payload['arch']} with its "
+                             f"config ({first[:200]})") from None
         if missing or unexpected:
             raise ValueError(f"{name_or_path}: weights do not fit {payload['arch']} "
                              f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
