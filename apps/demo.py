@@ -478,8 +478,10 @@ class Recorder:
     def action(self, frame: int, message: str) -> None:
         self._write({"event": "action", "frame": frame, "message": message})
 
-    def close(self) -> dict:
-        summary = self.summary()
+    def close(self, complete: bool = True) -> dict:
+        """The summary, written as the log's last line; `complete` False marks a log cut short
+        (Ctrl-C, an error), so no reader takes it for the whole run."""
+        summary = {"complete": complete, **self.summary()}
         self._write({"event": "summary", **summary})
         if self.file:
             self.file.close()
@@ -621,7 +623,7 @@ def run_headless(demo: Demo, source: Source, out: Path | None, log: Path | None,
     finally:
         if video:
             video.close(keep=ok)
-        summary = recorder.close()
+        summary = recorder.close(complete=ok)
     if snapshot and best_snapshot[1] is not None:
         import cv2
 
@@ -938,6 +940,7 @@ def run_window(demo: Demo, source: Source, out: Path | None = None, log: Path | 
     video = VideoOut(out, source.rate or 15.0) if out else None
     session = WindowSession(demo, window, recorder, video)
     start = None        # when frame time 0 was (or would have been) shown
+    finished = False    # the user quit or the source ended (not Ctrl-C, not an error)
     try:
         for t, rgb in source:
             result = demo.process(rgb, t)
@@ -952,9 +955,10 @@ def run_window(demo: Demo, source: Source, out: Path | None = None, log: Path | 
             session.status_until = 0
             session.redraw()
             session.wait_until(0.0, end=True)
+        finished = True
     finally:
         if video:
             video.close(keep=True)
         window.close()
-        summary = recorder.close()   # also after Ctrl+C: the log ends with its summary
+        summary = recorder.close(complete=finished)   # also after Ctrl+C: the log ends with it
     return summary

@@ -1,4 +1,5 @@
-"""SIGKILL trials: enroll, import, delete and export killed at random moments.
+"""SIGKILL trials: enroll, import, delete and export killed at random moments, and a large
+import killed inside its write transaction.
 
     python benchmarks/gallery_kill_trials.py --trials 120 [--people 40 --seed 0]
 
@@ -16,6 +17,11 @@ A deletion killed after its commit but before its erasure is "done" (the person 
 the rerun must finish the erasure: the deleted vectors and name must then be absent from the
 raw bytes of the database and its WAL.
 
+`import-large` imports an export of --large-people people (3 shots each, with crops) and is
+killed inside its write transaction: the child reports through a pipe when BEGIN IMMEDIATE has
+succeeded, and the kill comes a moment drawn uniformly over the transaction's measured length
+(BEGIN to COMMIT) after that, so every one of these kills lands while the transaction is open.
+
 import, delete and export run the real CLI (`lafs_edge.cli.main(["gallery", ...])`); enroll
 runs the library call the CLI makes (`Gallery.enroll`) with synthetic shots prepared before the
 fork, since the CLI's photo processing (seconds of model loading) would take most of the time and
@@ -24,10 +30,12 @@ rarely be killed while writing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import sys
@@ -41,7 +49,7 @@ from lafs_edge.cli import main as lafs_edge
 from lafs_edge.gallery import Gallery, Shot
 
 FINGERPRINT = "f" * 64
-OPERATIONS = ("enroll", "import", "delete", "export")
+OPERATIONS = ("enroll", "import", "delete", "export", "import-large")
 DELETED = "person-0007"
 
 
@@ -53,6 +61,7 @@ def run_operation(operation: str, folder: Path, shots: int) -> int:
                            duplicate_cosine=1.01)
         return 0
     args = {"import": ["gallery", "import", folder / "incoming.json"],
+            "import-large": ["gallery", "import", folder / "large.json"],
             "delete": ["gallery", "delete", DELETED],
             "export": ["gallery", "export", folder / "out.json"]}[operation]
     return lafs_edge([*map(str, args), "--gallery", str(folder / "people.db")])
@@ -65,10 +74,11 @@ def enroll_batch(shots: int) -> list[Shot]:
     return [Shot(v, f"new{i}.jpg", png_crop(rng)) for i, v in enumerate(unit_vectors(rng, shots))]
 
 
-def start(operation: str, folder: Path, shots: int) -> int:
+def start(operation: str, folder: Path, shots: int, report_fd: int | None = None) -> int:
     """Fork a child that runs the operation and exits with its code (the parent has imported
     everything already, so the child starts working at once: kill moments fall inside the
-    operation, not in interpreter start-up)."""
+    operation, not in interpreter start-up). With `report_fd`, the child writes b"B" there when
+    a write transaction has begun and b"C" when it has committed."""
     pid = os.fork()
     if pid:
         return pid
@@ -77,9 +87,49 @@ def start(operation: str, folder: Path, shots: int) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
+        if report_fd is not None:
+            report_transactions(report_fd)
         code = run_operation(operation, folder, shots)
     finally:
         os._exit(code)
+
+
+def report_transactions(fd: int) -> None:
+    """Wrap Gallery.transaction (in this child only) to say when BEGIN IMMEDIATE succeeded and
+    when COMMIT returned."""
+    original = Gallery.transaction
+
+    @contextlib.contextmanager
+    def transaction(self):
+        with original(self) as db:
+            os.write(fd, b"B")
+            yield db
+        os.write(fd, b"C")
+
+    Gallery.transaction = transaction  # type: ignore[method-assign]
+
+
+def start_reporting(operation: str, folder: Path, shots: int) -> tuple[int, int]:
+    """(pid, read end of the pipe the child reports its transaction on)."""
+    read, write = os.pipe()
+    pid = start(operation, folder, shots, write)
+    os.close(write)
+    return pid, read
+
+
+def wait_for_report(read: int, expected: bytes, timeout: float = 300.0) -> float | None:
+    """Seconds until `expected` arrives on the pipe; None when the child exited first."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        ready, _, _ = select.select([read], [], [], timeout)
+        if not ready:
+            break
+        data = os.read(read, 1)
+        if not data:
+            return None
+        if data == expected:
+            return time.perf_counter() - began
+    return None
 
 
 def wait(pid: int) -> int:
@@ -97,9 +147,9 @@ def png_crop(rng: np.random.Generator) -> bytes:
     return cv2.imencode(".png", rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))[1].tobytes()
 
 
-def build_baseline(folder: Path, people: int, seed: int) -> None:
-    """people.db (people x 3 shots with PNG crops) and incoming.json (an export of other
-    people, to import)."""
+def build_baseline(folder: Path, people: int, seed: int, large_people: int) -> None:
+    """people.db (people x 3 shots with PNG crops), incoming.json (an export of other
+    people, to import) and large.json (`large_people` more, the large import)."""
     rng = np.random.default_rng(seed)
     with Gallery(folder / "people.db") as gallery:
         for number in range(people):
@@ -113,6 +163,14 @@ def build_baseline(folder: Path, people: int, seed: int) -> None:
             others.enroll(f"visitor-{number:04d}", shots, FINGERPRINT, "synthetic")
         others.export(folder / "incoming.json")
     (folder / "others.db").unlink()
+    with Gallery(folder / "large.db") as large:
+        for number in range(large_people):
+            shots = [Shot(v, f"l{number}-{i}.jpg", png_crop(rng))
+                     for i, v in enumerate(unit_vectors(rng, 3))]
+            large.enroll(f"arrival-{number:05d}", shots, FINGERPRINT, "synthetic")
+        large.export(folder / "large.json")
+    for leftover in folder.glob("large.db*"):
+        leftover.unlink()
 
 
 def state(gallery_path: Path) -> tuple:
@@ -150,11 +208,22 @@ def temporaries(folder: Path) -> list[str]:
 
 
 def measure(operation: str, baseline: Path, work: Path, shots: int) -> tuple[float, tuple, bytes]:
-    """Duration of the operation after `ready`, the gallery state after it, and its export."""
+    """Duration of the operation (for import-large: of its write transaction, BEGIN to
+    COMMIT), the gallery state after it, and its export."""
     folder = fresh_copy(baseline, work / f"measure-{operation}")
     began = time.perf_counter()
-    code = wait(start(operation, folder, shots))
-    seconds = time.perf_counter() - began
+    if operation == "import-large":
+        pid, read = start_reporting(operation, folder, shots)
+        to_begin = wait_for_report(read, b"B")
+        to_commit = wait_for_report(read, b"C")
+        os.close(read)
+        code = wait(pid)
+        if to_begin is None or to_commit is None:
+            raise RuntimeError("import-large reported no transaction")
+        seconds = to_commit
+    else:
+        code = wait(start(operation, folder, shots))
+        seconds = time.perf_counter() - began
     if code != 0:
         raise RuntimeError(f"{operation} failed unkilled (exit {code})")
     output = (folder / "out.json").read_bytes() if operation == "export" else b""
@@ -208,6 +277,22 @@ def kill_at(pid: int, delay: float) -> float | None:
     return None
 
 
+def kill_in_transaction(pid: int, read: int, delay: float) -> tuple[float | None, float | None]:
+    """`kill_at` while watching the pipe: (seconds to exit when the child finished first,
+    seconds to COMMIT when it committed before the kill)."""
+    began = time.perf_counter()
+    committed = None
+    while time.perf_counter() - began < delay:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return time.perf_counter() - began, committed
+        ready, _, _ = select.select([read], [], [], 0.002)
+        if ready and os.read(read, 1) == b"C" and committed is None:
+            committed = time.perf_counter() - began
+    os.kill(pid, signal.SIGKILL)
+    wait(pid)
+    return None, committed
+
+
 def trial(number: int, operation: str, baseline: Path, work: Path, plan: dict,
           rng: random.Random, shots: int) -> dict:
     """One kill; the operation's expected duration follows the runs that finished first (on a
@@ -215,11 +300,25 @@ def trial(number: int, operation: str, baseline: Path, work: Path, plan: dict,
     folder = fresh_copy(baseline, work / f"trial-{number:04d}")
     _, after, export = plan[operation]
     delay = rng.uniform(0, plan["seconds"][operation])
-    finished_after = kill_at(start(operation, folder, shots), delay)
-    if finished_after is not None:
-        plan["seconds"][operation] = finished_after
+    if operation == "import-large":   # the kill lands inside the open write transaction
+        pid, read = start_reporting(operation, folder, shots)
+        committed_after = None
+        if wait_for_report(read, b"B") is None:   # it failed before writing: not a kill
+            wait(pid)
+            finished_after: float | None = 0.0
+        else:
+            finished_after, committed_after = kill_in_transaction(pid, read, delay)
+        os.close(read)
+        if committed_after is not None:   # the transaction was shorter than drawn: follow it
+            plan["seconds"][operation] = committed_after
+    else:
+        finished_after = kill_at(start(operation, folder, shots), delay)
+        if finished_after is not None:
+            plan["seconds"][operation] = finished_after
     result = {"trial": number, "operation": operation, "delay_s": round(delay, 3),
               "killed": finished_after is None}
+    if operation == "import-large":
+        result["killed_in_transaction"] = finished_after is None and committed_after is None
     result["corrupt"] = corrupt(folder / "people.db")
     result["outcome"], result["half_done"] = (
         ("corrupt", None) if result["corrupt"] else
@@ -239,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--people", type=int, default=40, help="people in the baseline gallery")
     parser.add_argument("--enroll-shots", type=int, default=300,
                         help="shots of the enroll operation (one transaction)")
+    parser.add_argument("--large-people", type=int, default=1000,
+                        help="people (3 shots each) of the large import killed in its transaction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every trial's result here")
     args = parser.parse_args(argv)
@@ -249,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         baseline = work / "baseline"
         baseline.mkdir()
-        build_baseline(baseline, args.people, args.seed)
+        build_baseline(baseline, args.people, args.seed, args.large_people)
         plan = {"before": state(baseline / "people.db"), "secrets": deleted_secrets(baseline)}
         enroll_batch(args.enroll_shots)
         for operation in OPERATIONS:
@@ -281,6 +382,10 @@ def report(results: list[dict], args: argparse.Namespace) -> int:
         print(f"| {operation} | {len(rows)} | {sum(r['killed'] for r in rows)} | {left} | "
               f"{count(corrupt_)} | {count(half)} | {count(leftover)} | {erasure} |")
     killed = sum(r["killed"] for r in results)
+    inside = sum(1 for r in results if r.get("killed_in_transaction"))
+    large = sum(1 for r in results if r["operation"] == "import-large")
+    print(f"import-large: {inside} of {large} trials killed inside the open write transaction "
+          "(after BEGIN IMMEDIATE, before COMMIT returned)")
     cleaned = sum(1 for r in results if r["temporaries_after_kill"])
     print(f"{len(results)} trials, {killed} killed mid-run: {len(corrupt_)} corrupt galleries, "
           f"{len(half)} half-done changes, {len(leftover)} with leftover temporaries, "

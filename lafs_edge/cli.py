@@ -8,17 +8,32 @@ dependency (say, coremltools) only affects the commands that need it.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import errno
-import importlib
-import logging
 import os
 import signal
 import sys
-import traceback
 
-from lafs_edge.errors import UserError
+
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C before `main` is running (importing, building the parser): the same one word and
+    exit 130 as later, not a traceback of whatever module was loading."""
+    print("interrupted", file=sys.stderr)
+    os._exit(130)
+
+
+# First thing the `lafs-edge` command (or `python -m lafs_edge.cli`) runs; a program importing
+# this module for `main` keeps its own Ctrl-C, and so does a shell that made us ignore it (`&`).
+if ((os.path.basename(sys.argv[0]) == "lafs-edge" or __name__ == "__main__")
+        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import argparse  # noqa: E402 - after the handler: these imports can be interrupted too
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import traceback  # noqa: E402
+
+from lafs_edge.errors import UserError  # noqa: E402
 
 # name -> (module, one-line help). Nested groups ("train supervised") use a space.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -61,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineErrors(prog="lafs-edge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lafs-edge {__version__}")
+    parser.add_argument("--max-pixels", type=_pixel_count, default=None, metavar="N",
+                        help="refuse images of more than N pixels, read from the header before "
+                             "decoding (default 100000000: 100 megapixels, 300 MB decoded)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, (module_name, help_text) in COMMANDS.items():
@@ -78,15 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pixel_count(text: str) -> int:
+    try:
+        value = int(float(text))
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _configure(parser: argparse.ArgumentParser, module_name: str) -> None:
     importlib.import_module(module_name).configure(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_arguments(build_parser(), argv)
     previous = _exit_cleanly_on_sigterm()
-    try:
-        with _log_to_stderr():
+    previous_interrupt = _interrupt_as_exception()
+    try:   # from parsing on: the parser imports every command module
+        args = parse_arguments(build_parser(), argv)
+        with _log_to_stderr(), _pixel_limit(args.max_pixels):
             return int(importlib.import_module(args._module).run(args) or 0)
     except (Exception, KeyboardInterrupt) as e:
         if debugging():   # users get one line; the traceback only when asked for, whatever the type
@@ -95,6 +124,33 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_interrupt is not None:
+            signal.signal(signal.SIGINT, previous_interrupt)
+
+
+_interrupted = False   # a SIGINT arrived during this `main`
+
+
+def _interrupt_as_exception():
+    """While `main` runs, Ctrl-C raises KeyboardInterrupt (transactions roll back, temporary
+    files are removed, `report` says "interrupted"); returns the handler to restore."""
+    global _interrupted
+    _interrupted = False
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return None   # started in the background (`&`): Ctrl-C is not for us
+    try:
+        return signal.signal(signal.SIGINT, _on_interrupt)
+    except ValueError:   # not the main thread
+        return None
+
+
+def _on_interrupt(signum, frame):
+    """Remember the interrupt: raised inside an import, KeyboardInterrupt can come out as
+    another error (numpy re-raises it as ImportError "you should not try to import numpy from
+    its source directory"), which must still be reported as the interruption it is."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
 
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -120,9 +176,20 @@ def report(e: BaseException) -> int:
     if isinstance(e, Terminated):
         print("terminated", file=sys.stderr)
         return 143
-    if isinstance(e, KeyboardInterrupt):
+    if isinstance(e, KeyboardInterrupt) or _interrupted:
         print("interrupted", file=sys.stderr)
         return 130
+    if isinstance(e, BrokenPipeError):   # `lafs-edge gallery list | head -1`: the reader left
+        _silence_stdout()
+        return 141   # 128 + SIGPIPE, what a shell reports for a program killed by it
+    if isinstance(e, RecursionError):
+        print("error: the input is nested too deeply to read (a YAML or JSON file?)",
+              file=sys.stderr)
+        return 2
+    if _is_sqlite_error(e):
+        print(f"error: an SQLite database is damaged or not what was expected (SQLite: {e})",
+              file=sys.stderr)
+        return 2
     if isinstance(e, ModuleNotFoundError) and e.name == "cv2":
         # neither OpenCV build is a base dependency: the user picks one
         print("error: OpenCV is not installed: pip install 'lafs-edge[headless]' (or "
@@ -137,6 +204,20 @@ def report(e: BaseException) -> int:
     hint = "" if debugging() else " (set LAFS_EDGE_DEBUG=1 for the traceback)"
     print(f"error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
     return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _is_sqlite_error(e: BaseException) -> bool:
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(e, sqlite3.DatabaseError)
 
 
 @contextlib.contextmanager
@@ -156,6 +237,19 @@ def _log_to_stderr():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _pixel_limit(max_pixels: int | None):
+    """--max-pixels for this call only (a program may call `main` more than once)."""
+    from lafs_edge import image
+
+    previous = image.MAX_PIXELS
+    image.MAX_PIXELS = max_pixels or previous
+    try:
+        yield
+    finally:
+        image.MAX_PIXELS = previous
 
 
 def _exit_cleanly_on_sigterm():

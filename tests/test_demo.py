@@ -66,6 +66,7 @@ def test_headless_demo_names_people_and_marks_stranger(video, gallery, retail_00
     events = [json.loads(line) for line in log.read_text().splitlines()]
     frames = [e for e in events if e["event"] == "frame"]
     assert events[-1]["event"] == "summary" and events[-1]["frames"] == len(frames)
+    assert events[-1]["complete"] is True
     assert len(frames) == sum(len(r) for _, r in ranges)
     for who, frame_range in ranges:
         for number in frame_range:
@@ -434,6 +435,7 @@ def test_window_ctrl_c_keeps_the_gallery_and_closes_the_log(window_demo, tmp_pat
         run_window(demo, Source(frames, fps=200), log=log, window=window)
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert events[-1]["event"] == "summary"
+    assert events[-1]["complete"] is False   # issue 24 item 14: the partial log says so
     assert sorted(p.name for p in demo.gallery.people()) == ["Ann", "bob"]
 
 

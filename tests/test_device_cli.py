@@ -249,3 +249,13 @@ def test_enrolling_another_face_under_a_taken_name_is_refused(cli, enrolled, orl
                          "--allow-mismatch")
     assert code == 0 and "enrolled alice" in out
     assert err.startswith("warning: 'alice' is already enrolled") and len(err.splitlines()) == 1
+
+
+def test_a_name_in_another_case_lands_on_the_enrolled_person(cli, enrolled, orl, retail_0095):
+    """Issue 22 item 2: `enroll "ALICE"` adds to alice (the name stays as first enrolled)."""
+    code, out, err = cli("enroll", "  ALICE ", orl(1, 4), "--model", retail_0095["FP16"],
+                         "--gallery", enrolled)
+    assert code == 0, err
+    assert "enrolled alice: 1 shot(s) added, 4 in total" in out
+    code, out, _ = cli("gallery", "list", "--gallery", enrolled)
+    assert [line.split("\t")[0] for line in out.splitlines()[1:]] == ["alice", "bob"]

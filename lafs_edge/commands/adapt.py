@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import argparse
 
-from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument,
+from lafs_edge.commands.gallery_common import (add_gallery_argument, add_model_argument, number,
                                                model_artifact)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     add_gallery_argument(parser)
-    parser.add_argument("--views", type=int, default=8, help="augmented views per stored crop")
-    parser.add_argument("--steps", type=int, default=200, help="training steps (full batch)")
+    parser.add_argument("--views", type=number(0, 1000, integer=True), default=8, help="augmented views per stored crop")
+    parser.add_argument("--steps", type=number(1, 1e6, integer=True), default=200, help="training steps (full batch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--remove", action="store_true",
                         help="delete the stored adapter instead (identify falls back to the model)")

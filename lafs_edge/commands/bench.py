@@ -6,12 +6,13 @@ import argparse
 import json
 
 from lafs_edge.commands.model_option import PYTORCH_HELP
+from lafs_edge.commands.gallery_common import number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifacts", nargs="+", help="artifact folders")
-    parser.add_argument("--runs", type=int, default=100, help="timed runs per setting (>= 100 for reports)")
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=number(1, 1e7, integer=True), default=100, help="timed runs per setting (>= 100 for reports)")
+    parser.add_argument("--warmup", type=number(0, 1e7, integer=True), default=10)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="0 = all CPUs")
     parser.add_argument("--model", help=f"the PyTorch column's model: {PYTORCH_HELP} (default: "

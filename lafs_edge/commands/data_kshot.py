@@ -3,11 +3,12 @@ identities, chosen with a fixed seed, written as a list file that training and e
 from __future__ import annotations
 
 import argparse
+from lafs_edge.commands.gallery_common import number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="labelled folder")
-    parser.add_argument("--k", type=int, required=True, help="images per identity")
+    parser.add_argument("--k", type=number(1, 1e6, integer=True), required=True, help="images per identity")
     parser.add_argument("--fraction", type=float, default=1.0, help="fraction of identities (0, 1]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="list file to write")

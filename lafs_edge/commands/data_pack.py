@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lafs_edge.errors import UserError
+from lafs_edge.commands.gallery_common import number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,17 +18,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="letterbox each image to 112x112 (for landmark-less tight crops)")
     parser.add_argument("--encoding", choices=["jpg", "png"], default="jpg",
                         help="image encoding inside the records (png is lossless)")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
-    parser.add_argument("--shard-size", type=int, default=10000, help="samples per tar shard")
+    parser.add_argument("--quality", type=number(0, 100, integer=True), default=95, help="JPEG quality")
+    parser.add_argument("--shard-size", type=number(1, 1e9, integer=True), default=10000, help="samples per tar shard")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from lafs_edge.image_folders import to_112
-    from lafs_edge.train.data.folders import LabelledFolder
-    from lafs_edge.train.data.recordio import write_insightface_rec
-    from lafs_edge.train.data.webdataset import write_shards
 
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality must be 1..100, got {args.quality}")
@@ -38,6 +34,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} already exists and is a file; give a folder (created if missing)")
     if args.format == "recordio" and (out / "train.rec").exists():
         raise UserError(f"{out / 'train.rec'} exists; choose another --out")
+    created = not out.exists()
+    try:
+        return _pack(args, out)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()   # ours and empty: a failed run leaves nothing behind
+        raise
+
+
+def _pack(args: argparse.Namespace, out) -> int:
+    from lafs_edge.image_folders import to_112
+    from lafs_edge.train.data.folders import LabelledFolder
+    from lafs_edge.train.data.recordio import write_insightface_rec
+    from lafs_edge.train.data.webdataset import write_shards
+
     dataset = LabelledFolder(args.src, transform=to_112 if args.to_112 else None,
                              list_file=args.list)
     order = sorted(range(len(dataset)), key=lambda i: (dataset.samples[i][1], str(dataset.samples[i][0])))

@@ -54,6 +54,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from lafs_edge.apps.demo import Source, check_display, check_source, require_gui
 
     if args.headless and not (args.out or args.log or args.snapshot):
@@ -69,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"no gallery at {args.gallery}: enroll someone first (`lafs-edge "
                             "enroll`), or pass --create-gallery to start an empty one")
         summary = _run_opened(args, opened)
+    except KeyboardInterrupt:
+        if args.log:   # the log is kept, and says it is partial: so does the command
+            print(f"{args.log}: partial, the events up to the interruption (its summary line "
+                  "says \"complete\": false)", file=sys.stderr)
+        raise
     finally:
         opened.close()
     _print_summary(summary, args)

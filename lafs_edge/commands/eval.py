@@ -19,6 +19,7 @@ import json
 
 from lafs_edge.commands.model_option import HELP
 from lafs_edge.errors import UserError
+from lafs_edge.commands.gallery_common import number
 
 PROTOCOLS = ("pairs", "bin", "ijb", "kshot")
 
@@ -30,9 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", help="list file selecting images of a labelled folder")
     parser.add_argument("--seed", type=int, default=0, help="seed for pairs / k-shot splits")
     parser.add_argument("--far", type=float, nargs="+", help="false-accept rates to report")
-    parser.add_argument("--folds", type=int, default=10, help="folds for pair accuracy")
-    parser.add_argument("--max-genuine", type=int, help="cap on genuine pairs (pairs protocol)")
-    parser.add_argument("--k", type=int, default=1, help="images enrolled per identity (kshot)")
+    parser.add_argument("--folds", type=number(2, 1000, integer=True), default=10, help="folds for pair accuracy")
+    parser.add_argument("--max-genuine", type=number(1, 1e12, integer=True), help="cap on genuine pairs (pairs protocol)")
+    parser.add_argument("--k", type=number(1, 1e6, integer=True), default=1, help="images enrolled per identity (kshot)")
     parser.add_argument("--unknown-fraction", type=float, default=0.25,
                         help="share of identities held out as unknown (kshot open set)")
     parser.add_argument("--flip", action="store_true", help="add the mirrored crop's embedding")
@@ -40,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="ijb: L2-normalise image features before pooling")
     parser.add_argument("--no-detector-score", action="store_true",
                         help="ijb: do not weight image features by the detector score")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=number(1, 65536, integer=True), default=64)
     parser.add_argument("--out", help="write the full report as JSON here")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from lafs_edge.errors import UserError
+from lafs_edge.commands.gallery_common import number
 
 TARGET_CHOICES = ("onnx", "openvino", "tflite", "coreml", "pytorch", "all")
 
@@ -34,10 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "per student, and each export prints what its runtime executes in")
     parser.add_argument("--calib", help="aligned faces for int8 calibration (a folder with "
                         "landmarks.txt is aligned first); required for int8")
-    parser.add_argument("--calib-count", type=int, default=128, help="calibration faces used")
+    parser.add_argument("--calib-count", type=number(1, 1e7, integer=True), default=128, help="calibration faces used")
     parser.add_argument("--pairs", help="labelled faces (identity folders or NAME.condition files) "
                         "for the FAR 1e-3 threshold and the parity figures; default: --calib if labelled")
-    parser.add_argument("--pairs-count", type=int, help="use at most this many --pairs faces")
+    parser.add_argument("--pairs-count", type=number(2, 1e9, integer=True), help="use at most this many --pairs faces")
     parser.add_argument("--out", default="artifacts", help="parent folder of the artifact folders")
     parser.add_argument("--name", help="artifact name (default: the model's architecture)")
     parser.add_argument("--sampler", choices=("gather", "grid_sample"),

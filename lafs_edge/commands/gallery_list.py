@@ -14,6 +14,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from lafs_edge.gallery import Gallery
+    from lafs_edge.gallery.names import printable
 
     with Gallery(args.gallery, readonly=True, timeout=args.busy_timeout) as gallery:
         people = gallery.people()
@@ -23,5 +24,5 @@ def run(args: argparse.Namespace) -> int:
               f"{(fingerprint or '-')[:12]}{source}")
         for person in people:
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(person.created))
-            print(f"{person.name}\t{person.shots} shot(s)\tenrolled {created}")
+            print(f"{printable(person.name)}\t{person.shots} shot(s)\tenrolled {created}")
     return 0

@@ -82,11 +82,16 @@ def _print_timings(samples: dict) -> None:
 
 
 def print_results(path, results) -> None:
+    """One line per face; the file name and the names are escaped (gallery.names.printable),
+    so a newline in a file name cannot forge a result line."""
+    from lafs_edge.gallery.names import printable
+
+    path = printable(path)
     if not results:
         print(f"{path}: no face found", flush=True)
     for index, result in enumerate(results, 1):
         box = ",".join(str(int(round(v))) for v in result.face.box)
         match = result.match
-        who = (f"{match.name} {match.score:.3f}" if match.known
-               else f"unknown {match.score:.3f} (best {match.best})")
+        who = (f"{printable(match.name)} {match.score:.3f}" if match.known
+               else f"unknown {match.score:.3f} (best {printable(match.best)})")
         print(f"{path} face {index} {box} {who}", flush=True)

@@ -22,6 +22,7 @@ def configure(parser: argparse.ArgumentParser, stage: str) -> None:
 def run_stage(args: argparse.Namespace, stage: str, module: str) -> int:
     """Resolve the stage's config, train (or resume), print one summary line on rank 0."""
     import os
+    import sys
 
     import yaml
 
@@ -45,4 +46,12 @@ def run_stage(args: argparse.Namespace, stage: str, module: str) -> int:
         loss = f"loss {first[0]:.4f} -> {last[0]:.4f}, " if result.losses else ""
         print(f"trained steps {result.start_step} -> {result.final_step} of {result.total_steps}: "
               f"{loss}{result.images_per_s:.1f} images/s; model: {result.output_dir / 'model.pt'}")
+    planned = min(int(cfg["train"]["stop_after"]) or result.total_steps, result.total_steps)
+    if result.final_step < planned:
+        # Stopped by Ctrl-C or SIGTERM (after a checkpoint): not a finished run, so not exit 0
+        # (a script chaining `train && export` must not export a half-trained model).
+        if rank == 0:
+            print(f"interrupted at step {result.final_step}; the same command resumes from the "
+                  "checkpoint", file=sys.stderr)
+        return 130
     return 0

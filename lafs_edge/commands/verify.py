@@ -6,6 +6,7 @@ import argparse
 import json
 
 from lafs_edge.commands.model_option import PYTORCH_HELP
+from lafs_edge.commands.gallery_common import number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=f"the PyTorch source: {PYTORCH_HELP} (default: the "
                         "manifest's record; a checkpoint must match its sha256). Not an artifact "
                         "folder: verify measures an artifact against PyTorch")
-    parser.add_argument("--limit", type=int, help="use at most this many faces (fixed seed)")
+    parser.add_argument("--limit", type=number(1, 1e9, integer=True), help="use at most this many faces (fixed seed)")
     parser.add_argument("--json", help="also write the report to this file")
     parser.add_argument("--no-update", action="store_true",
                         help="do not store the figures in the manifest's parity")

@@ -61,6 +61,23 @@ def skeleton(name: str) -> str:
     return bare.translate(LOOK_ALIKES)
 
 
+def printable(text: object) -> str:
+    """`text` for one line of output: control, format and separator characters (a newline in a
+    file name would forge a result line; U+202E would reverse one) and the backslash are
+    written as escapes, everything else as it is."""
+    out = []
+    for character in str(text):
+        if character == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(character) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            code = ord(character)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                       else f"\\U{code:08x}")
+        else:
+            out.append(character)
+    return "".join(out)
+
+
 def _display_form(name: str) -> str:
     """NFC, outer whitespace stripped, inner runs of spaces made one (other separators stay,
     to be refused)."""

@@ -27,25 +27,37 @@ class NotThePerson(UserError):
     """New shots under an enrolled name do not match that person's stored shots."""
 
 
-def find_person(db: sqlite3.Connection, name: str) -> tuple[int, str] | None:
-    """(id, stored display name) of the person `name` designates, or None."""
-    key = name_key(name)
-    for person_id, stored in db.execute("SELECT id, name FROM people ORDER BY id"):
-        if name_key(stored) == key:
-            return person_id, stored
-    return None
+class PeopleIndex:
+    """Every enrolled name by its key and by its skeleton, read once per transaction: an import
+    of thousands of people looks each one up."""
 
+    def __init__(self, db: sqlite3.Connection):
+        self.by_key: dict[str, tuple[int, str]] = {}
+        self.by_shape: dict[str, str] = {}
+        for person_id, stored in db.execute("SELECT id, name FROM people ORDER BY id"):
+            self.add(person_id, stored)
 
-def warn_if_look_alike(db: sqlite3.Connection, name: str) -> None:
-    """A new person whose name is drawn like an enrolled one is allowed (two people may really
-    be "Ivan" and "Іvan"), but said, since it is how one is passed off as the other."""
-    key, shape = name_key(name), skeleton(name)
-    for (stored,) in db.execute("SELECT name FROM people"):
-        if name_key(stored) != key and skeleton(stored) == shape:
+    def add(self, person_id: int, name: str) -> None:
+        self.by_key.setdefault(name_key(name), (person_id, name))
+        self.by_shape.setdefault(skeleton(name), name)
+
+    def find(self, name: str) -> tuple[int, str] | None:
+        """(id, stored display name) of the person `name` designates, or None."""
+        return self.by_key.get(name_key(name))
+
+    def warn_if_look_alike(self, name: str) -> None:
+        """A new person whose name is drawn like an enrolled one is allowed (two people may
+        really be "Ivan" and "Іvan"), but said, since it is how one is passed off as the other."""
+        stored = self.by_shape.get(skeleton(name))
+        if stored is not None and name_key(stored) != name_key(name):
             logger.warning("warning: %r looks like the enrolled %r but is a different name "
                            "(different letters drawn alike); enrolled as a new person", name,
                            stored)
-            return
+
+
+def find_person(db: sqlite3.Connection, name: str) -> tuple[int, str] | None:
+    """(id, stored display name) of the person `name` designates, or None."""
+    return PeopleIndex(db).find(name)
 
 
 def stored_vectors(db: sqlite3.Connection, person_id: int) -> np.ndarray:

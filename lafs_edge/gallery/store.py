@@ -38,8 +38,7 @@ from lafs_edge.gallery.files import (check_export_target, check_writable, create
 from lafs_edge.gallery.names import check_name
 from lafs_edge.gallery.schema import check_schema
 from lafs_edge.gallery.rules import (check_dimension, check_imported_shots, check_same_person,
-                                     find_person, match_score, stored_vectors,
-                                     warn_if_look_alike)
+                                     PeopleIndex, find_person, match_score, stored_vectors)
 from lafs_edge.gallery.transfer import ExportFile, read_export, shot_record, write_export
 
 FORMAT = "lafs-edge-gallery/1"
@@ -284,6 +283,9 @@ class Gallery:
         return [row[0] for row in rows]
 
     def _id_of(self, name: str) -> int | None:
+        exact = self._connection.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+        if exact is not None:   # a stored name as it is (people(), adapt): no scan
+            return exact[0]
         found = find_person(self._connection, name)
         return found[0] if found else None
 
@@ -377,13 +379,16 @@ class Gallery:
                 raise UserError(f"nothing enrolled for {name!r} ({reasons})")
         return result
 
-    def _person_id(self, db: sqlite3.Connection, name: str) -> tuple[int, str]:
+    def _person_id(self, db: sqlite3.Connection, name: str,
+                   index: PeopleIndex | None = None) -> tuple[int, str]:
         """(id, stored name) of the person `name` designates, created when new."""
-        found = find_person(db, name)
+        index = index or PeopleIndex(db)
+        found = index.find(name)
         if found is not None:
             return found
-        warn_if_look_alike(db, name)
+        index.warn_if_look_alike(name)
         cursor = db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, time.time()))
+        index.add(int(cursor.lastrowid or 0), name)
         return int(cursor.lastrowid or 0), name
 
     def delete(self, name: str) -> int:
@@ -487,14 +492,15 @@ class Gallery:
             self._bind(db, export.fingerprint, export.model, export.dim, threshold)
             threshold = threshold if threshold is not None else self.threshold
             drop_adapters(db)
+            index = PeopleIndex(db)
             for person in export.people:
-                added += self._merge_person(db, person.name, person.shots, export.fingerprint,
-                                            threshold, source)
+                added += self._merge_person(db, index, person.name, person.shots,
+                                            export.fingerprint, threshold, source)
         return added
 
-    def _merge_person(self, db: sqlite3.Connection, name: str, shots, fingerprint: str,
-                      threshold: float | None, source: str) -> int:
-        person_id, name = self._person_id(db, name)
+    def _merge_person(self, db: sqlite3.Connection, index: PeopleIndex, name: str, shots,
+                      fingerprint: str, threshold: float | None, source: str) -> int:
+        person_id, name = self._person_id(db, name, index)
         stored = stored_vectors(db, person_id)
         existing = {vector.tobytes() for vector in stored}
         new = [shot for shot in shots if shot.vector.tobytes() not in existing]

@@ -9,11 +9,12 @@ from lafs_edge.errors import UserError
 
 
 def load_interpreter(path: str | os.PathLike, num_threads: int = 2):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("ai_edge_litert") is None:   # not an interrupted import
         raise UserError("face detection needs LiteRT: pip install 'lafs-edge[export]' "
-                        "(or pip install ai-edge-litert)") from None
+                        "(or pip install ai-edge-litert)")
+    from ai_edge_litert.interpreter import Interpreter
     with _quiet_native_stderr():  # LiteRT's C++ logs "INFO: Created TensorFlow Lite XNNPACK ..."
         interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         interpreter.allocate_tensors()

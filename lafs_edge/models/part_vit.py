@@ -91,7 +91,9 @@ class PartViT(FaceModel):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         # One position per landmark identity (+1 for the class token at index 0).
         self.pos_embed = nn.Parameter(torch.zeros(1, num_landmarks + 1, dim))
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        # torch.linspace(0, drop_path, depth) in plain floats: the registry builds the model on
+        # the meta device to count its parameters, where a tensor's values cannot be read.
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(Block(dim, heads, head_dim, mlp_dim, r) for r in rates)
         self.norm = nn.LayerNorm(dim)
         self.pool = pool

@@ -92,6 +92,8 @@ def create_model(name: str, pretrained: bool = False, preset: str | None = None,
         path = weights_file(_check_name(name))
         return load_model(path, **overrides).train()
     builder, defaults, _ = _REGISTRY[_check_name(name)]
+    if overrides:   # a config from a file or the command line: its size before its memory
+        check_model_size(name, builder, {**defaults, **overrides})
     try:
         model = builder(**{**defaults, **overrides})
     except TypeError as e:
@@ -99,6 +101,32 @@ def create_model(name: str, pretrained: bool = False, preset: str | None = None,
     model.arch = name
     model.arch_config = dict(overrides)
     return model
+
+
+# The largest registered model (part_fvit_base) has 67M parameters; a config asking for far more
+# is a mistake or an attack (a 1.4 KB checkpoint asked for 5 GB before failing to load).
+MAX_PARAMETERS = 500_000_000
+MAX_DEPTH = 256   # blocks: building a model on the meta device still costs time per block
+
+
+def check_model_size(name: str, builder: Callable[..., FaceModel], config: dict[str, Any]) -> int:
+    """The parameter count of `builder(**config)`, counted on the meta device (shapes only, no
+    memory); ValueError when over MAX_PARAMETERS."""
+    depth = config.get("depth")
+    if isinstance(depth, int) and not 0 <= depth <= MAX_DEPTH:
+        raise ValueError(f"{name}: depth {depth} is outside 0-{MAX_DEPTH}")
+    try:
+        with torch.device("meta"):
+            count = count_parameters(builder(**config))
+    except TypeError as e:
+        raise ValueError(f"bad override for {name}: {e}") from None
+    except (RuntimeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{name}: the config cannot be built ({str(e).splitlines()[0][:200]})") from None
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{name}: the config asks for {count / 1e6:,.0f}M parameters (over "
+                         f"{MAX_PARAMETERS / 1e6:,.0f}M, {4 * count / 2**30:,.1f} GiB in fp32); "
+                         "refused before building it")
+    return count
 
 
 def _check_name(name: str) -> str:
@@ -125,6 +153,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    _check_inflation(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated zip, not a torch file at all
@@ -140,6 +169,24 @@ def checkpoint_threshold(path: str | os.PathLike) -> float | None:
     return float(value) if value is not None else None
 
 
+def _check_inflation(path: Path) -> None:
+    """torch.save writes its zip entries stored, not compressed: a checkpoint whose entries
+    inflate to far more than its size (1 MB to 1 GiB) is crafted to exhaust memory on load."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return   # torch.load refuses it below
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return
+    size = path.stat().st_size
+    if inflated > 2 * size + 2**20:
+        raise ValueError(f"{path} is not a lafs-edge checkpoint: its {size / 2**20:.1f} MiB "
+                         f"inflate to {inflated / 2**20:,.0f} MiB (torch.save does not compress)")
+
+
 def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> FaceModel:
     """A registry name (random weights) or a checkpoint path -> model in eval mode."""
     if str(name_or_path) in _REGISTRY:
@@ -152,7 +199,13 @@ def load_model(name_or_path: str | os.PathLike, **overrides: Any) -> FaceModel:
         model = create_model(payload["arch"], **{**payload["config"], **overrides})
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in payload["state_dict"].items()}  # shipped weights are fp16
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:   # a tensor of another shape: torch lists every one of them
+            first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line),
+                         str(e).splitlines()[0])
+            raise ValueError(f"{name_or_path}: weights do not fit {payload['arch']} with its "
+                             f"config ({first[:200]})") from None
         if missing or unexpected:
             raise ValueError(f"{name_or_path}: weights do not fit {payload['arch']} "
                              f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")

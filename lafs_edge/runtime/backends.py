@@ -107,7 +107,12 @@ def sha256_path(path: Path) -> str:
 
 def require(package: str, target: str):
     """Import a runtime package or explain which extra installs it."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:   # only a missing package is a missing extra
+        raise UserError(f"the {target} runtime needs `{package}`: pip install 'lafs-edge[export]'")
     try:
         return importlib.import_module(package)
-    except ImportError:
-        raise UserError(f"the {target} runtime needs `{package}`: pip install 'lafs-edge[export]'") from None
+    except ImportError as e:   # installed but broken (a missing native library, say)
+        raise UserError(f"the {target} runtime `{package}` is installed but cannot be imported "
+                        f"({str(e).splitlines()[0][:200]})") from None
