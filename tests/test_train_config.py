@@ -205,3 +205,15 @@ def test_the_saved_config_holds_every_inherited_key(tmp_path):
     assert {**engine["optim"], **text["optim"]} == text["optim"]  # every engine optim key
     assert text["optim"]["betas"] == engine["optim"]["betas"]
     assert list(text) == list(STAGES["finetune"].__dataclass_fields__)
+
+
+def test_a_section_written_twice_is_refused(tmp_path, capsys):
+    """YAML keeps the last of two equal keys: a second `optim:` would silently drop the first
+    one's settings (issue 24 item 12)."""
+    from lafs_edge.cli import main
+
+    path = tmp_path / "twice.yaml"
+    path.write_text("optim:\n  lr: 0.1\nseed: 3\noptim:\n  batch_size: 8\n")
+    assert main(["train", "distill", "--config", str(path), "--print-config"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'optim' appears twice" in err[0] and "line 1 and 4" in err[0], err
