@@ -196,7 +196,7 @@ def test_export_of_a_name_means_its_shipped_weights(cli, tmp_path):
     """`export mobilefacenet` exports the shipped weights (with their threshold), as `--model
     mobilefacenet` means everywhere; random weights only with --random-init."""
     from lafs_edge.models.pretrained import weights_file
-    from lafs_edge.runtime.manifest import sha256_file
+    from lafs_edge.hashing import sha256_file
 
     code, _, err = cli("export", "mobilefacenet", "--target", "pytorch", "--out", tmp_path / "a")
     assert code == 0, err
