@@ -442,6 +442,16 @@ def _torch_version() -> str:
     return torch.__version__
 
 
+KEPT = "<!-- Sections below this line are written by other scripts; speed_report.py keeps them. -->"
+
+
+def kept_sections(page: Path) -> str:
+    """The page's sections after the KEPT marker (results of other benchmarks, e.g. the gallery
+    kill trials), carried over when the page is regenerated."""
+    text = page.read_text() if page.is_file() else ""
+    return "\n" + text[text.index(KEPT):] if KEPT in text else ""
+
+
 def main() -> int:
     global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -461,7 +471,7 @@ def main() -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if not args.render_only:
         measure(args.pretrained, args.reuse, args.frames, args.work, args.quick)
-    args.page.write_text(render())
+    args.page.write_text(render() + kept_sections(args.page))
     print(f"wrote {args.page}")
     return 0
 
