@@ -716,6 +716,11 @@ class Window:
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         self.keys: deque[int] = deque()
         self.screen = screen_size()
+        # On X11 the typed keys come from the X server (capitals included, none lost); OpenCV's
+        # codes are the fallback (apps/x11_keys.py says why).
+        from lafs_edge.apps.x11_keys import KeyWatch
+
+        self.watch = KeyWatch(WINDOW) if sys.platform.startswith("linux") else None
 
     def show(self, bgr: np.ndarray) -> None:
         self.cv2.imshow(WINDOW, fit_to_screen(bgr, self.screen))
@@ -724,14 +729,21 @@ class Window:
         """The next key pressed within `wait_ms`, or None."""
         if self.keys:
             return self.keys.popleft()
-        key = self.cv2.waitKeyEx(max(1, int(wait_ms)))
-        return None if key == -1 else typed_key(key)
+        self._poll(max(1, int(wait_ms)))
+        return self.keys.popleft() if self.keys else None
 
     def paint(self) -> None:
         """Let the window draw now (before a long action), keeping any key pressed meanwhile."""
-        key = self.cv2.waitKeyEx(1)
-        if key != -1:
-            self.keys.append(typed_key(key))
+        self._poll(1)
+
+    def _poll(self, wait_ms: int) -> None:
+        """Let OpenCV run its window for up to `wait_ms`, then queue what was typed."""
+        code = self.cv2.waitKeyEx(wait_ms)
+        typed = self.watch.keys() if self.watch is not None else None
+        if typed is not None:
+            self.keys.extend(typed)
+        elif code != -1:
+            self.keys.append(typed_key(code))
 
     def closed(self) -> bool:
         try:
@@ -740,6 +752,8 @@ class Window:
             return True
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         try:
             self.cv2.destroyAllWindows()
             self.cv2.waitKey(1)

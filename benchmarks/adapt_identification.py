@@ -1,12 +1,15 @@
-"""On-device adaptation figures for docs/demo.md: ORL and Yale, k = 1 and 3 enrolled photos per
-person, a third of the people never enrolled, with and without `lafs-edge adapt`'s head.
+"""On-device adaptation figures for docs/demo.md: ORL, Yale and the CelebA eval identities (in the
+wild), k = 1 and 3 enrolled photos per person, a third of the people never enrolled, with and
+without `lafs-edge adapt`'s head.
 
 Each photo goes through the device pipeline once (MediaPipe detection + mesh -> 5 points); per
 model the points are aligned with the model's template, the crops embedded and kept as the
 gallery's enrollment crops (what `adapt` trains on). Both runs of a seed use the same split.
 
-    python benchmarks/adapt_identification.py --model ARTIFACT [--model ARTIFACT2] [--seeds 3]
-        [--threshold manifest|other]
+    python benchmarks/adapt_identification.py --model mobilefacenet --model part_fvit_tiny \
+        --model TEACHER_ARTIFACT [--seeds 3] [--threshold manifest|other] [--sets orl,yale,celeba]
+
+`--model` takes what the CLI's `--model` takes (a shipped name, a checkpoint, an artifact).
 
 `--threshold other`: the cosine at a false-accept rate of 1e-3 per pair over the impostor pairs
 of the *other* set (ORL's threshold from Yale and the reverse), for models without a calibrated
@@ -20,24 +23,35 @@ from pathlib import Path
 import numpy as np
 
 
-def detect_points(root: Path, cache: Path | None):
+def labelled_photos(data: Path, name: str) -> list[tuple[Path, str]]:
+    """(photo, identity) of one set; CelebA: its eval identities only (the students' distillation
+    pool holds the train identities)."""
+    from lafs_edge.train.data import LabelledFolder
+
+    dataset = LabelledFolder(data / name)
+    samples = [(Path(path), dataset.classes[label]) for path, label in dataset.samples]
+    if name == "celeba":
+        keep = set((data / "celeba" / "splits" / "eval_ids.txt").read_text().split())
+        samples = [(path, identity) for path, identity in samples if identity in keep]
+    return samples
+
+
+def detect_points(samples: list[tuple[Path, str]], cache: Path | None):
     """(images, 5 points, identity) of every photo with a face; cached as .npz."""
     from lafs_edge.image import read_image
     from lafs_edge.landmarks import FaceAnalyzer
-    from lafs_edge.train.data import LabelledFolder
 
-    dataset = LabelledFolder(root)
     if cache and cache.exists():
         stored = np.load(cache, allow_pickle=False)
         paths, points, labels = list(stored["paths"]), stored["points"], stored["labels"]
     else:
         analyzer, paths, points, labels = FaceAnalyzer(), [], [], []
-        for path, label in dataset.samples:
+        for path, identity in samples:
             faces = analyzer.analyze(read_image(path))
             if faces:
                 paths.append(str(path))
                 points.append(faces[0].points5)
-                labels.append(dataset.classes[label])
+                labels.append(identity)
         points, labels = np.stack(points), np.array(labels)
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +79,7 @@ def main() -> None:
     from lafs_edge.errors import UserError
     from lafs_edge.gallery.adapt import AdaptConfig, adapt_gallery
     from lafs_edge.gallery.evaluate import few_shot_identification
+    from lafs_edge.commands.model_option import resolve_model
     from lafs_edge.runtime.embedder import Embedder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,24 +87,25 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threshold", default="manifest", choices=("manifest", "other"))
+    parser.add_argument("--sets", default="orl,yale,celeba")
     parser.add_argument("--cache", type=Path, default=Path("runs/adapt_points"))
     parser.add_argument("--views", type=int, default=AdaptConfig.views)
     parser.add_argument("--steps", type=int, default=AdaptConfig.steps)
     args = parser.parse_args()
-    sets = {name: detect_points(Path(args.data) / name, args.cache / f"{name}.npz")
-            for name in ("orl", "yale")}
+    sets = {name: detect_points(labelled_photos(Path(args.data), name), args.cache / f"{name}.npz")
+            for name in args.sets.split(",")}
     config = AdaptConfig(views=args.views, steps=args.steps)
     print("| model | set | k | threshold | enrolled | queries | strangers' photos | rank-1 base "
           "| rank-1 adapted | open-set acc. base | adapted | false accept base | adapted "
           "| adapt s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for artifact in args.model:
-        embedder = Embedder.from_artifact(artifact)
+    for model in args.model:
+        embedder = Embedder.from_artifact(resolve_model(model).artifact())
         embedded = {name: embed_set(embedder, images, points)
                     for name, (images, points, _) in sets.items()}
         for name, (_, _, labels) in sets.items():
             vectors, crops = embedded[name]
-            other = "yale" if name == "orl" else "orl"
+            other = "yale" if name != "yale" else "orl"
             threshold = (embedder.threshold if args.threshold == "manifest"
                          else far_threshold(embedded[other][0], sets[other][2]))
             for k in (1, 3):

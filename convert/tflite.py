@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import fx
 
+from lafs_edge.convert import native_noise_filtered
 from lafs_edge.convert.export import Converted, ExportModel
 from lafs_edge.models import FaceModel
 
@@ -30,7 +31,8 @@ def export(model: FaceModel, folder: Path, precision: str, calib: np.ndarray | N
     wrapped = ExportModel(model, "NHWC")
     example = wrapped.example(1)
     path = folder / "model.tflite"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with native_noise_filtered(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
         if precision == "int8":
             from lafs_edge.convert.quantize import float_paths
 

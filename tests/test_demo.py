@@ -375,6 +375,25 @@ def test_window_keys_enroll_with_capitals_confirm_cancel_delete_close(window_dem
     assert 1 <= summary["frames"] <= 6   # keys are handled while the frames keep coming
 
 
+def test_window_asks_before_enrolling_the_same_face_under_another_name(window_demo, tmp_path,
+                                                                       monkeypatch):
+    """Item 3 of issue 22 in the window: the face enrolled as "Carol X", then typed as "Dana",
+    names the person it matches and asks; n cancels, y enrolls it anyway."""
+    from lafs_edge.apps.demo import Source, run_window
+
+    demo, frames = window_demo
+    statuses = _drawn_statuses(monkeypatch)
+    keys = ([ord("e"), *typed("Carol X"), 13, ord("e"), *typed("Dana"), 13, ord("n"),
+             ord("e"), *typed("Dana"), 13, ord("y"), ord("q")])
+    log = tmp_path / "events.jsonl"
+    run_window(demo, Source(frames, fps=200), log=log, window=ScriptedWindow(keys))
+    actions = [json.loads(line)["message"] for line in log.read_text().splitlines()
+               if json.loads(line)["event"] == "action"]
+    assert actions == ["enrolled Carol X", "enroll cancelled", "enrolled Dana"]
+    assert any(s.startswith("this face matches Carol X (cosine") for s in statuses)
+    assert sorted(p.name for p in demo.gallery.people()) == ["Carol X", "Dana", "bob"]
+
+
 def test_window_confirmation_y_adds_to_the_existing_person(window_demo, tmp_path):
     from lafs_edge.apps.demo import Source, run_window
 

@@ -222,6 +222,27 @@ def test_window_keys_then_q(display, setup, demo_process):
     assert _people(setup) == ["bob"]
 
 
+def test_capitals_typed_at_speed_are_kept(display, setup, demo_process):
+    """`xdotool type "Joe Biden Jr"` (Shift pressed and released within each letter, faster
+    than the window is polled) enrolls "Joe Biden Jr", not "joe biden jr"."""
+    log = setup["folder"] / "typed.jsonl"
+    process = demo_process(display, setup, log)
+    window = _window(display, process)
+    _wait_for(lambda: sum(e["event"] == "frame" for e in _events(log)) == setup["frames"], 300,
+              "the clip to play")
+    subprocess.run(["xdotool", "windowactivate", "--sync", window], env=display, check=True)
+    _keys(display, "e")
+    subprocess.run(["xdotool", "type", "Joe Biden Jr"], env=display, check=True)
+    _keys(display, "Return")
+    assert _action(log, 1) == "enrolled Joe Biden Jr"
+    _keys(display, "d", "Return")
+    assert _action(log, 2) == "deleted Joe Biden Jr (1 shots)"
+    _keys(display, "q")
+    code, _, err = _finish(process)
+    assert code == 0 and not _noise(err), err
+    assert _people(setup) == ["bob"]
+
+
 def test_window_fits_the_screen(display, setup, demo_process):
     """A 1920-pixel-wide group photo on the 1024x768 screen: the window (frame and band) fits,
     instead of opening wider than the screen with the band and close button off it."""

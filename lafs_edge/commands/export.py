@@ -86,8 +86,11 @@ def executes_in(folder, manifest) -> str:
     from lafs_edge.convert.bench import execution_precision
     from lafs_edge.runtime.backends import open_runtime
 
+    from lafs_edge.convert import native_noise_filtered
+
     try:
-        return f", executes in {execution_precision(open_runtime(folder, threads=1))}"
+        with native_noise_filtered():
+            return f", executes in {execution_precision(open_runtime(folder, threads=1))}"
     except Exception as error:  # a report line must never fail an export that succeeded
         return f", executes in: unknown ({type(error).__name__})"
 
