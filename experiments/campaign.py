@@ -415,7 +415,7 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
             break
         code = train_chunk(distill_argv(student, recipe, folder, stop),
                            threads or recipe["threads"], folder / "train.log", deadline, nice)
-        if code not in (0, -signal.SIGTERM, 143):
+        if code not in (0, 130, 143, -signal.SIGTERM):   # 130: stopped at the deadline
             raise SystemExit(f"training failed ({code}); see {folder / 'train.log'}")
         rank = latest_rank_file(folder)
         assert rank is not None
