@@ -48,28 +48,30 @@ RUNS = REPO / "runs" / "campaign"
 TEACHER = "train/configs/teachers/retail_0095_int8.yaml"
 TEACHER_XML = REPO.parent / "shared" / "models" / "face-reidentification-retail-0095"
 TARGET_CACHE = "runs/teacher_targets_pool_retail0095_int8.pt"
-# A recipe never changes once a campaign has started (its schedule depends on it); a new recipe
-# is a new campaign name.
+# The schedule's keys (batch, lr, min_lr, warmup_images, total_images, seed) never change once a
+# campaign has started; a loss or augmentation change between stints is recorded with the stint.
+# relational_weight starts at 0: the term's bank (the teacher on every pool face, 16 min on an idle
+# 2-core machine) is the first A/B from the campaign's state, not a guess at its start.
 RECIPES = {
     "cpu": {
         "mobilefacenet": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
                           "total_images": 2_000_000, "precision": "bf16", "threads": 2,
-                          "workers": 1, "relational_weight": 1.0, "seed": 21,
+                          "workers": 1, "relational_weight": 0.0, "seed": 21,
                           "overrides": {}, "checkpoint_every": 100},
         "part_fvit_tiny": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
                            "total_images": 2_000_000, "precision": "bf16", "threads": 2,
-                           "workers": 1, "relational_weight": 1.0, "seed": 21,
+                           "workers": 1, "relational_weight": 0.0, "seed": 21,
                            "overrides": {"pool": "landmarks"}, "checkpoint_every": 100},
     },
     # One GPU: the same schedule in images; the teacher on the host's CPU cores in 6 workers.
     "gpu": {
         "mobilefacenet": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
                           "total_images": 2_000_000, "precision": "auto", "threads": 8,
-                          "workers": 6, "relational_weight": 1.0, "seed": 21,
+                          "workers": 6, "relational_weight": 0.0, "seed": 21,
                           "overrides": {}, "checkpoint_every": 100},
         "part_fvit_tiny": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
                            "total_images": 2_000_000, "precision": "auto", "threads": 8,
-                           "workers": 6, "relational_weight": 1.0, "seed": 21,
+                           "workers": 6, "relational_weight": 0.0, "seed": 21,
                            "overrides": {"pool": "landmarks"}, "checkpoint_every": 100},
     },
 }
@@ -258,12 +260,12 @@ def resolved_config(argv: list[str]) -> dict:
     return load_config("distill", overrides=overrides)
 
 
-def train_chunk(argv: list[str], recipe: dict, log: Path, deadline: float) -> int:
+def train_chunk(argv: list[str], threads: int, log: Path, deadline: float, nice: int) -> int:
     """One `lafs-edge train distill` run, nice'd; SIGTERM (a checkpoint, then exit) at the deadline."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(recipe["threads"])}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     print("$ " + shlex.join(argv), flush=True)
     with open(log, "a") as out:
-        job = subprocess.Popen(["nice", "-n", "10", *argv], cwd=REPO, env=env, stdout=out,
+        job = subprocess.Popen(["nice", "-n", str(nice), *argv], cwd=REPO, env=env, stdout=out,
                                stderr=subprocess.STDOUT)
         while job.poll() is None:
             if time.time() > deadline:
@@ -382,7 +384,8 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
 
 # --- the stint ------------------------------------------------------------------------------
 
-def stint(student: str, preset: str, hours: float, chunk_minutes: float) -> dict:
+def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: int,
+          threads: int | None = None) -> dict:
     import platform
 
     state = read_state(student, preset)
@@ -410,9 +413,9 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float) -> dict
         stop = min(state["step"] + chunk_steps, recipe["total_images"] // recipe["batch"])
         if stop <= state["step"]:
             break
-        code = train_chunk(distill_argv(student, recipe, folder, stop), recipe,
-                           folder / "train.log", deadline)
-        if code not in (0, -signal.SIGTERM, 143):
+        code = train_chunk(distill_argv(student, recipe, folder, stop),
+                           threads or recipe["threads"], folder / "train.log", deadline, nice)
+        if code not in (0, 130, 143, -signal.SIGTERM):   # 130: stopped at the deadline
             raise SystemExit(f"training failed ({code}); see {folder / 'train.log'}")
         rank = latest_rank_file(folder)
         assert rank is not None
@@ -427,6 +430,7 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float) -> dict
     state["stints"].append({"start_step": start_step, "end_step": state["step"],
                             "images": (state["step"] - start_step) * recipe["batch"],
                             "minutes": round((time.time() - started) / 60, 1),
+                            "recipe": dict(recipe),
                             "machine": platform.processor() or platform.machine(),
                             "command": f"python experiments/campaign.py --student {student} "
                                        f"--preset {preset} --hours {hours}"})
@@ -478,12 +482,17 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(RECIPES), default="cpu")
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--chunk-minutes", type=float, default=30.0)
+    parser.add_argument("--nice", type=int, default=10,
+                        help="the training's nice level (10: tests and other work come first)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the student's CPU threads (default: the recipe's)")
     parser.add_argument("--report", action="store_true", help="only rewrite the report")
     args = parser.parse_args()
     students = args.student or ["mobilefacenet"]
     if not args.report:
         for student in students:
-            stint(student, args.preset, args.hours / len(students), args.chunk_minutes)
+            stint(student, args.preset, args.hours / len(students), args.chunk_minutes, args.nice,
+                  args.threads)
     states = {p.name: json.loads((p / "state.json").read_text())
               for p in sorted(STATE.iterdir()) if (p / "state.json").is_file()}
     write_report(states, teacher_figures())

@@ -270,3 +270,33 @@ def test_supervised_smoke_run_on_real_faces(shared_data, tmp_path):
     assert (out / "config.yaml").is_file() and any((out / "tensorboard").iterdir())
     model = load_model(out / "model.pt")
     assert model.arch == "part_fvit_tiny" and model.embedding_dim == 96  # supervised_smoke's
+
+
+@pytest.mark.slow
+def test_a_process_group_sigterm_still_checkpoints_the_last_step(tmp_path):
+    """SIGTERM to the whole process group (a terminal, systemd, `kill -- -PGID`) kills the data
+    loader's workers too: the run still writes a checkpoint of its last finished step."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "lafs_edge.cli", "train", "supervised", *TINY,
+           "data.num_workers=1", "data.synthetic_size=4000", "optim.max_steps=100000",
+           "train.checkpoint_every=100000", "train.log_every=1", f"output_dir={out}"]
+    job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 3):
+            assert job.poll() is None and time.time() < deadline, job.stdout.read().decode()[-2000:]
+            time.sleep(0.5)
+        os.killpg(job.pid, signal.SIGTERM)
+        job.wait(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    last = metrics(out)[-1]["step"]
+    assert latest == f"step_{last:08d}"
+    assert (out / "checkpoints" / latest / "rank00000.pt").is_file()

@@ -215,7 +215,13 @@ def next_batch(batches: Iterator) -> Any:
 
 
 def _worker_init(_: int) -> None:
+    import signal
+
     torch.set_num_threads(1)  # workers are the parallelism; more threads would oversubscribe
+    # Ctrl-C or a SIGTERM to the whole process group reaches the workers too: the trainer stops
+    # after its step, checkpoints and shuts them down itself (they also exit when it dies).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _single_threaded_opencv() -> None:
