@@ -199,7 +199,7 @@ def projection_data(model, count: int, seed: int) -> tuple[np.ndarray, np.ndarra
     """(student embeddings, unit teacher embeddings) of `count` clean pool faces."""
     import torch
 
-    from lafs_edge.train.data.landmarks import LandmarkFaces
+    from lafs_edge.landmark_lists import LandmarkFaces
     from lafs_edge.train.sources import normalise, student_matrix, template_change, warp
     from lafs_edge.train.teachers import load_teacher
     from lafs_edge.image import read_image
