@@ -268,7 +268,7 @@ class Demo:
     def resolve(self, typed: str) -> str:
         """The gallery's spelling of a typed name: an exact match, else the one person whose
         name differs only in case (some OpenCV windows cannot deliver capitals reliably)."""
-        from lafs_edge.gallery.store import check_name
+        from lafs_edge.gallery.names import check_name
 
         name = check_name(typed)
         names = [p.name for p in self.gallery.people()]
