@@ -138,7 +138,7 @@ class FaceRecognizer:
         (`allow_mismatch` overrides) or match another enrolled person (`allow_lookalike`)."""
         import warnings
 
-        from lafs_edge.gallery.store import check_name
+        from lafs_edge.gallery.names import check_name
 
         name = check_name(name)
         self._require_gallery(create=True)

@@ -98,3 +98,41 @@ def test_every_package_data_pattern_matches_files():
         folder = REPO.joinpath(*package.split("."))
         for pattern in patterns:
             assert any(folder.glob(pattern)), f"{package}: {pattern} matches nothing"
+
+
+def _library_files() -> list[Path]:
+    return [path for folder in ("lafs_edge", "train", "convert", "apps")
+            for path in sorted((REPO / folder).rglob("*.py")) if not _through_a_link(path)]
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A leading underscore means "this module's own": a name another module needs is made
+    public where it lives (the demo imported landmarks.smoothing._mesh_box)."""
+    import ast
+
+    private = []
+    for path in _library_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lafs_edge"):
+                private += [f"{path.relative_to(REPO)}: {node.module}.{alias.name}"
+                            for alias in node.names
+                            if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not private, private
+
+
+def test_the_demo_is_a_package_of_rooms():
+    """apps/demo/ splits the demo along its seams, each room under the ~300-line mark, and the
+    package still answers the names `lafs-edge demo`, the tests and the benchmarks import."""
+    folder = REPO / "apps" / "demo"
+    rooms = {path.stem: len(path.read_text().splitlines()) for path in folder.glob("*.py")}
+    assert set(rooms) == {"__init__", "capture", "drawing", "event_log", "loop", "session",
+                          "window"}, rooms
+    assert max(rooms.values()) <= 300, rooms
+    assert not (REPO / "apps" / "demo.py").exists()
+    result = subprocess.run(
+        [sys.executable, "-c", "from lafs_edge.apps.demo import (Demo, FaceResult, FrameResult,"
+         " Recorder, Source, check_display, check_source, draw, require_gui, run_headless,"
+         " run_window); print(Demo.__module__, run_window.__module__)"],
+        env=_env(), capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["lafs_edge.apps.demo.loop", "lafs_edge.apps.demo.session"], \
+        result.stderr[-2000:]

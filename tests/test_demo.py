@@ -177,7 +177,7 @@ def test_a_listening_display_passes_the_check():
 
 def test_gui_build_is_read_from_the_build_information():
     """No window is opened to find out (it flashed open before the model load)."""
-    from lafs_edge.apps.demo import _gui_backend
+    from lafs_edge.apps.demo.window import _gui_backend
 
     assert _gui_backend("  Video I/O:\n  GUI:                           NONE\n") == "NONE"
     assert _gui_backend("  GUI:                           QT5\n    QT: YES") == "QT5"
@@ -186,7 +186,8 @@ def test_gui_build_is_read_from_the_build_information():
 
 def test_name_prompt_types_capitals_after_shift():
     """Qt's OpenCV sends Shift (X keysym 0xffe1) as a key, then the letter in lower case."""
-    from lafs_edge.apps.demo import SHIFT, Prompt
+    from lafs_edge.apps.demo.session import Prompt
+    from lafs_edge.apps.demo.window import SHIFT
 
     prompt = Prompt("enroll")
     keys = [SHIFT[0], ord("c"), *map(ord, "arol "), SHIFT[1], ord("x"), ord("y"), 8]
@@ -211,8 +212,8 @@ def test_labels_and_figures_never_cover_each_other(size):
     """A face at the very top-left and a long status: the figures and the status go in a band
     under the picture, the name label stays on the picture, no band row is wider than the frame,
     and rows are spaced by more than a text's height (the quickstart's 320 px frame overlapped)."""
-    from lafs_edge.apps.demo import (KNOWN, FaceResult, FrameResult, _font_scale, _text_size, draw,
-                                     wrap)
+    from lafs_edge.apps.demo import FaceResult, FrameResult, draw
+    from lafs_edge.apps.demo.drawing import KNOWN, _font_scale, _text_size, wrap
 
     width, height = size
     rgb = np.full((height, width, 3), 90, np.uint8)
@@ -234,7 +235,7 @@ def test_labels_and_figures_never_cover_each_other(size):
 
 
 def test_rate_meter_counts_frames_shown_and_skips_pauses():
-    from lafs_edge.apps.demo import RateMeter
+    from lafs_edge.apps.demo.event_log import RateMeter
 
     meter = RateMeter(span=2.0)
     meter.tick(99.0)
@@ -255,7 +256,7 @@ def test_gui_extra_and_make_keep_one_opencv(tmp_path):
     import subprocess
     import tomllib
 
-    from lafs_edge.apps.demo import GUI_MISSING
+    from lafs_edge.apps.demo.window import GUI_MISSING
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     opencv = lambda requirements: [r for r in requirements if r.startswith("opencv")]
@@ -278,7 +279,7 @@ def test_gui_extra_and_make_keep_one_opencv(tmp_path):
 # --- what the window does, driven by scripted keys (no display needed) ---------------------------
 
 class ScriptedWindow:
-    """Stands in for apps.demo.Window: hands out scripted keys (an int, None for no key, or
+    """Stands in for apps/demo/window.Window: hands out scripted keys (an int, None for no key, or
     "close" for the window manager's close button) and records every status line drawn."""
 
     def __init__(self, keys, then=None):
@@ -310,7 +311,7 @@ class ScriptedWindow:
 
 def typed(text):
     """Keys as Qt's OpenCV delivers them: Shift, then the letter in lower case."""
-    from lafs_edge.apps.demo import SHIFT
+    from lafs_edge.apps.demo.window import SHIFT
 
     keys = []
     for char in text:
@@ -340,7 +341,7 @@ def window_demo(shared_data, retail_0095, mediapipe_models, tmp_path):
 
 
 def _drawn_statuses(monkeypatch):
-    import lafs_edge.apps.demo as module
+    import lafs_edge.apps.demo.session as module   # where the window session draws
 
     statuses, real_draw = [], module.draw
     monkeypatch.setattr(module, "draw", lambda rgb, result, status="", *args, **kw: (

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.device
 def test_the_window_image_fits_the_screen():
     """A 1920x1350 source with its band (1920x1582) on a 1280x800 screen was shown whole,
     band and close button off-screen."""
-    from lafs_edge.apps.demo import fit_to_screen
+    from lafs_edge.apps.demo.window import fit_to_screen
 
     frame = np.zeros((1582, 1920, 3), np.uint8)
     shown = fit_to_screen(frame, (1280, 800))
@@ -25,7 +25,7 @@ def test_the_window_image_fits_the_screen():
 
 
 def test_screen_size_needs_a_display():
-    from lafs_edge.apps.demo import screen_size
+    from lafs_edge.apps.demo.window import screen_size
 
     assert screen_size({}) is None
     assert screen_size({"DISPLAY": ":4242"}) is None     # nothing listens there
@@ -34,7 +34,8 @@ def test_screen_size_needs_a_display():
 def test_capitals_come_with_their_own_shift():
     """GTK builds put the modifier state in the key code: "Joe Biden Jr" typed at speed (no
     Shift key event of its own) keeps its capitals; Num Lock on does not hide the command keys."""
-    from lafs_edge.apps.demo import Prompt, typed_key
+    from lafs_edge.apps.demo.session import Prompt
+    from lafs_edge.apps.demo.window import typed_key
 
     shift, num_lock = 1 << 16, 0x10 << 16
     codes = [ord(c.lower()) | (shift if c.isupper() else 0) | num_lock for c in "Joe Biden Jr"]
@@ -50,7 +51,7 @@ def test_capitals_come_with_their_own_shift():
 def test_mixed_size_photos_are_letterboxed_not_stretched(tmp_path):
     import cv2
 
-    from lafs_edge.apps.demo import VideoOut, letterbox
+    from lafs_edge.apps.demo.capture import VideoOut, letterbox
 
     portrait = np.full((300, 100, 3), 255, np.uint8)
     boxed = letterbox(portrait, (400, 200))
@@ -70,7 +71,9 @@ def test_mixed_size_photos_are_letterboxed_not_stretched(tmp_path):
 
 
 def test_keys_are_in_help_and_stay_on_screen(cli):
-    from lafs_edge.apps.demo import KEY_HINT, Recorder, WindowSession
+    from lafs_edge.apps.demo import Recorder
+    from lafs_edge.apps.demo.drawing import KEY_HINT
+    from lafs_edge.apps.demo.session import WindowSession
 
     code, out, _ = cli("demo", "--help")
     assert code == 0 and "window keys: e enroll" in " ".join(out.split())

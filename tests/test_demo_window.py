@@ -32,7 +32,7 @@ X_TOOLS = ("Xvfb", "openbox", "wmctrl", "xdotool")
 
 def _gui_pythonpath() -> str:
     """PYTHONPATH under which `import cv2` is a GUI build; skips when there is none."""
-    from lafs_edge.apps.demo import _gui_backend
+    from lafs_edge.apps.demo.window import _gui_backend
 
     if _gui_backend(cv2.getBuildInformation()) != "NONE":
         return os.environ.get("PYTHONPATH", "")

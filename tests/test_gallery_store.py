@@ -204,3 +204,25 @@ def test_concurrent_readers_and_one_writer(tmp_path):
     assert len(seen) > 1   # the reader saw the gallery grow while the writer ran
     with Gallery(path) as gallery:
         assert len(gallery.people()) == 151 and gallery.integrity_check() == "ok"
+
+
+def test_matching_and_transfer_are_rooms_of_their_own(tmp_path):
+    """store.py is the store; matching (gallery/matching.py) and export/merge
+    (gallery/transfer.py) are called on a Gallery and give what its methods give."""
+    from lafs_edge.gallery import matching, store, transfer
+    with Gallery(tmp_path / "a.db") as gallery:
+        gallery.enroll("ann", [Shot(unit(1), "1"), Shot(unit(2), "2")], MODEL_A, "m")
+        gallery.enroll("bob", [Shot(unit(3), "3")], MODEL_A, "m")
+        queries = np.stack([near(unit(3), 0.3, 5), unit(99)])
+        found = matching.identify(gallery, queries, MODEL_A, 0.5)
+        assert found == gallery.identify(queries, MODEL_A, 0.5) and found[0].name == "bob"
+        people, per_person = matching.scores(queries, *gallery.embeddings())
+        assert people == ["ann", "bob"] and per_person.shape == (2, 2)
+        assert matching.person_match(gallery, "ann", unit(2)[None]) == pytest.approx(1.0, abs=1e-5)
+        assert transfer.export_gallery(gallery, tmp_path / "out.json") == 3
+    with Gallery(tmp_path / "b.db") as copy:
+        export = transfer.read_export(tmp_path / "out.json")
+        assert transfer.merge_export(copy, export, MODEL_A) == 3
+        assert copy.embeddings()[1] == ["ann", "ann", "bob"]
+    assert not {"person_match", "export_gallery", "merge_export"} & set(vars(store))
+    assert not hasattr(store.Gallery, "_merge_person")

@@ -5,7 +5,7 @@
 
 The window (keys e enroll, a adapt, d delete, q quit) needs OpenCV's GUI build
 (`pip install 'lafs-edge[gui]'`) and a display; --headless works with either build.
-See lafs_edge/apps/demo.py."""
+See lafs_edge/apps/demo/."""
 from __future__ import annotations
 
 import argparse

@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lafs_edge.gallery import Gallery, QualityGate
-    from lafs_edge.gallery.store import check_name
+    from lafs_edge.gallery.names import check_name
 
     name = check_name(args.name)
     recognizer = open_recognizer_checked(args)

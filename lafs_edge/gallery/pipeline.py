@@ -21,7 +21,8 @@ import numpy as np
 from lafs_edge.errors import UserError
 from lafs_edge.gallery.quality import QualityGate, assess
 from lafs_edge.gallery.names import name_key
-from lafs_edge.gallery.store import EnrollResult, Gallery, Match, Shot, person_match
+from lafs_edge.gallery.matching import Match, person_match
+from lafs_edge.gallery.store import EnrollResult, Gallery, Shot
 from lafs_edge.image import read_image
 
 if TYPE_CHECKING:

@@ -98,6 +98,10 @@ def check_same_person(name: str, score: float | None, threshold: float | None,
                        f"person? {remedy}")
 
 
+class FingerprintMismatch(UserError):
+    """Embeddings of one model compared with (or added to) a gallery of another."""
+
+
 class DimensionMismatch(UserError):
     """Vectors of another size than the gallery's (another model's, whatever they claim)."""
 

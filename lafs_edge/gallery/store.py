@@ -26,20 +26,24 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from lafs_edge.errors import UserError
-from lafs_edge.gallery.adapt import choose_people, drop_adapters, load_adapter
-from lafs_edge.gallery.files import (check_export_target, check_writable, create_gallery_file,
-                                     explain, read_only_uri, remove_stale_temporaries,
-                                     sqlite_errors)
+from lafs_edge.gallery import matching, transfer
+from lafs_edge.gallery.adapt import drop_adapters, load_adapter
+from lafs_edge.gallery.files import (check_writable, create_gallery_file, explain, read_only_uri,
+                                     remove_stale_temporaries, sqlite_errors)
+from lafs_edge.gallery.matching import Match
 from lafs_edge.gallery.names import check_name
+from lafs_edge.gallery.rules import (FingerprintMismatch, PeopleIndex, check_dimension,
+                                     check_same_person, find_person, match_score, stored_vectors)
 from lafs_edge.gallery.schema import check_schema
-from lafs_edge.gallery.rules import (check_dimension, check_imported_shots, check_same_person,
-                                     PeopleIndex, find_person, match_score, stored_vectors)
-from lafs_edge.gallery.transfer import ExportFile, read_export, shot_record, write_export
+from lafs_edge.gallery.transfer import ExportFile
+
+__all__ = ["DUPLICATE_COSINE", "EnrollResult", "ErasureIncomplete", "FORMAT", "FingerprintMismatch",
+           "Gallery", "Match", "Person", "Shot", "check_name"]
 
 FORMAT = "lafs-edge-gallery/1"
 DUPLICATE_COSINE = 0.97   # a new shot this close to one of the person's shots adds nothing
@@ -55,10 +59,6 @@ CREATE TABLE IF NOT EXISTS embeddings (
     quality TEXT, crop_png BLOB, source TEXT, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS embeddings_person ON embeddings(person_id);
 """
-
-
-class FingerprintMismatch(UserError):
-    """Embeddings of one model compared with (or added to) a gallery of another."""
 
 
 class ErasureIncomplete(UserError):
@@ -81,17 +81,6 @@ class EnrollResult:
     added: list[str]                     # sources of the stored shots
     skipped: list[tuple[str, str]]       # (source, reason)
     mismatch: float | None = None        # best cosine when --allow-mismatch let unmatched shots in
-
-
-@dataclass
-class Match:
-    name: str | None     # None: below the threshold (unknown)
-    score: float         # cosine with the best-matching person
-    best: str | None     # the best-matching person even when unknown
-
-    @property
-    def known(self) -> bool:
-        return self.name is not None
 
 
 @dataclass
@@ -235,7 +224,7 @@ class Gallery:
                 f"(fingerprint {fingerprint[:12]}); embeddings of different models cannot be "
                 f"compared: {use}, or enroll into a new gallery")
 
-    def _bind(self, db: sqlite3.Connection, fingerprint: str, model_name: str, dim: int,
+    def bind(self, db: sqlite3.Connection, fingerprint: str, model_name: str, dim: int,
               threshold: float | None = None) -> None:
         """Bind the gallery to a model on its first write: fingerprint, vector size and (when
         known) threshold; later writes must agree with the first two."""
@@ -289,8 +278,8 @@ class Gallery:
         found = find_person(self._connection, name)
         return found[0] if found else None
 
-    def _matrix(self) -> tuple[np.ndarray, list[str]]:
-        """All vectors, re-read only when this or another connection changed the database."""
+    def cached_embeddings(self) -> tuple[np.ndarray, list[str]]:
+        """`embeddings()` of everyone, re-read only when this or another connection changed the database."""
         version = (self._connection.execute("PRAGMA data_version").fetchone()[0],
                    self._connection.total_changes)
         if self._cache is None or self._cache[0] != version:
@@ -307,36 +296,8 @@ class Gallery:
 
     def identify(self, queries: np.ndarray, fingerprint: str, threshold: float,
                  model_name: str = "", adapted: bool = True) -> list[Match]:
-        """Best person per query row (cosine, max over each person's shots); below `threshold`
-        the face is unknown. `queries` must be L2-normalised and from the bound model. With an
-        adapter (and `adapted`), the adapter ranks the people and the threshold still applies to
-        the cosine with the chosen person's shots (gallery/adapt.py)."""
-        if self.fingerprint is None:
-            raise UserError(f"gallery {self.path} is empty: enroll someone first")
-        self.check_model(fingerprint, model_name)
-        matrix, names = self._matrix()
-        if not names:
-            raise UserError(f"gallery {self.path} has no one enrolled: enroll someone first")
-        queries = np.atleast_2d(np.asarray(queries, np.float32))
-        if matrix.shape[1] != queries.shape[1]:
-            raise FingerprintMismatch(f"query embeddings have {queries.shape[1]} values, the "
-                                      f"gallery's {matrix.shape[1]}")
-        people = sorted(set(names))
-        column_of = {name: column for column, name in enumerate(people)}
-        owner = np.array([column_of[n] for n in names])
-        scores = queries @ matrix.T
-        per_person = np.full((len(queries), len(people)), -np.inf, np.float32)
-        for column in range(len(people)):
-            per_person[:, column] = scores[:, owner == column].max(1)
-        adapter = self.adapter(fingerprint) if adapted else None
-        chosen = (choose_people(adapter, queries, people) if adapter is not None
-                  else per_person.argmax(1))
-        matches = []
-        for row, best in zip(per_person, chosen):
-            best = int(best)
-            score = float(row[best])
-            matches.append(Match(people[best] if score >= threshold else None, score, people[best]))
-        return matches
+        """Best person per query row, or unknown below `threshold` (matching.identify)."""
+        return matching.identify(self, queries, fingerprint, threshold, model_name, adapted)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -353,8 +314,8 @@ class Gallery:
         checked = _checked_shots(shots)
         with self.transaction() as db:
             if checked:
-                self._bind(db, fingerprint, model_name, len(checked[0][2]), threshold)
-            person_id, name = self._person_id(db, name)
+                self.bind(db, fingerprint, model_name, len(checked[0][2]), threshold)
+            person_id, name = self.person_id(db, name)
             result = EnrollResult(name, [], [])
             kept = list(stored_vectors(db, person_id))
             new = np.stack([vector for _, _, vector in checked]) if checked else None
@@ -379,7 +340,7 @@ class Gallery:
                 raise UserError(f"nothing enrolled for {name!r} ({reasons})")
         return result
 
-    def _person_id(self, db: sqlite3.Connection, name: str,
+    def person_id(self, db: sqlite3.Connection, name: str,
                    index: PeopleIndex | None = None) -> tuple[int, str]:
         """(id, stored name) of the person `name` designates, created when new."""
         index = index or PeopleIndex(db)
@@ -443,24 +404,9 @@ class Gallery:
     # --- export / import -----------------------------------------------------------------------
 
     def export(self, path: str | os.PathLike, force: bool = False) -> int:
-        """Everything (people, vectors, crops, the model fingerprint) to one JSON file, written
-        0600 and atomically. An existing file is replaced only with `force`, and never when it
-        is an SQLite database. Returns the number of shots written."""
-        path = Path(path)
-        check_export_target(path, self.path, force)
-        if self.fingerprint is None:
-            raise UserError(f"gallery {self.path} is empty: nothing to export")
-        people: list[dict[str, Any]] = []
-        with self.snapshot() as db:   # one consistent view
-            for person in self.people():
-                rows = db.execute(
-                    "SELECT e.vector, e.dim, e.quality, e.crop_png, e.source, e.created "
-                    "FROM embeddings e JOIN people p ON p.id = e.person_id WHERE p.name = ? "
-                    "ORDER BY e.id", (person.name,))
-                people.append({"name": person.name, "created": person.created,
-                               "shots": [shot_record(*row) for row in rows]})
-        write_export(path, self.fingerprint, self.model_name, people)
-        return sum(len(p["shots"]) for p in people)
+        """Everything to one JSON file, 0600 and atomic (transfer.export_gallery); returns the
+        number of shots written."""
+        return transfer.export_gallery(self, Path(path), force)
 
     def embedding_dim(self) -> int | None:
         """The size of the gallery's vectors: bound at its first write (galleries of earlier
@@ -473,69 +419,16 @@ class Gallery:
 
     def import_(self, path: str | os.PathLike, fingerprint: str | None = None) -> int:
         """Check an export (transfer.read_export) and merge it (`merge`)."""
-        return self.merge(read_export(path, self.embedding_dim()), fingerprint, str(path))
+        return self.merge(transfer.read_export(path, self.embedding_dim()), fingerprint, str(path))
 
     def merge(self, export: ExportFile, fingerprint: str | None = None,
               source: str = "the export", threshold: float | None = None) -> int:
-        """Merge a checked export in one transaction, under enrolment's rules. Refused when its
-        model differs from this gallery's (or from `fingerprint`, the model in use) or its
-        vectors have another size, and when a shot under an enrolled name does not match that
-        person at `threshold` (default: the gallery's recorded one; with none known, adding to
-        an enrolled person is refused). Shots already present (same vector) are not added
-        twice. Returns the shots added."""
-        if fingerprint is not None and export.fingerprint != fingerprint:
-            raise FingerprintMismatch(
-                f"{source} was exported from model {export.model or '?'} (fingerprint "
-                f"{export.fingerprint[:12]}), not the model in use ({fingerprint[:12]})")
-        added = 0
-        with self.transaction() as db:
-            self._bind(db, export.fingerprint, export.model, export.dim, threshold)
-            threshold = threshold if threshold is not None else self.threshold
-            drop_adapters(db)
-            index = PeopleIndex(db)
-            for person in export.people:
-                added += self._merge_person(db, index, person.name, person.shots,
-                                            export.fingerprint, threshold, source)
-        return added
-
-    def _merge_person(self, db: sqlite3.Connection, index: PeopleIndex, name: str, shots,
-                      fingerprint: str, threshold: float | None, source: str) -> int:
-        person_id, name = self._person_id(db, name, index)
-        stored = stored_vectors(db, person_id)
-        existing = {vector.tobytes() for vector in stored}
-        new = [shot for shot in shots if shot.vector.tobytes() not in existing]
-        check_imported_shots(name, stored, new, threshold, source)
-        added = 0
-        for shot in new:
-            vector = shot.vector.tobytes()
-            if vector in existing:
-                continue
-            db.execute("INSERT INTO embeddings (person_id, fingerprint, dim, vector, quality, "
-                       "crop_png, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (person_id, fingerprint, len(shot.vector), vector, json.dumps(shot.quality),
-                        shot.crop_png, shot.source, shot.created or time.time()))
-            existing.add(vector)
-            added += 1
-        return added
+        """Merge a checked export in one transaction, under enrolment's rules
+        (transfer.merge_export); returns the shots added."""
+        return transfer.merge_export(self, export, fingerprint, source, threshold)
 
     def integrity_check(self) -> str:
         return self._connection.execute("PRAGMA integrity_check").fetchone()[0]
-
-
-def person_match(gallery: Gallery, name: str, embeddings: np.ndarray) -> float | None:
-    """Best cosine between the new shots and the person's stored ones; None for a new person.
-
-    Enrolling under an existing name merges into that person, so callers (CLI `enroll`, the
-    demo) compare this with the model's threshold to catch a different face under a taken name."""
-    stored, _ = gallery.embeddings(name)
-    if not len(stored):
-        return None
-    new = np.atleast_2d(np.asarray(embeddings, np.float32))
-    if new.shape[1] != stored.shape[1]:
-        raise FingerprintMismatch(f"new embeddings have {new.shape[1]} values, {name!r}'s "
-                                  f"stored ones {stored.shape[1]}")
-    new = new / np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
-    return float((new @ stored.T).max())
 
 
 def _checked_shots(shots: Iterable[Shot]) -> list[tuple[str, Shot, np.ndarray]]:

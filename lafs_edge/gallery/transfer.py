@@ -1,5 +1,5 @@
-"""The gallery export file (`lafs-edge gallery export/import`): writing it, and reading it as
-untrusted input.
+"""Moving a gallery's people between galleries (`lafs-edge gallery export/import`): writing the
+export file, reading it as untrusted input, and merging it under enrolment's rules.
 
 An export can come from anywhere (one person per record, names compared as the gallery
 compares them), and one crafted vector decides who matches whom (scaled x100 it
@@ -16,16 +16,24 @@ import io
 import json
 import math
 import os
+import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from lafs_edge.errors import UserError
 from lafs_edge.fileio import write_bytes_atomic
-from lafs_edge.gallery.files import remove_stale_temporaries
+from lafs_edge.gallery.adapt import drop_adapters
+from lafs_edge.gallery.files import check_export_target, remove_stale_temporaries
 from lafs_edge.gallery.names import check_name, name_key
+from lafs_edge.gallery.rules import (FingerprintMismatch, PeopleIndex, check_imported_shots,
+                                     stored_vectors)
+
+if TYPE_CHECKING:
+    from lafs_edge.gallery.store import Gallery
 
 EXPORT_FORMAT = "lafs-edge-gallery-export/1"
 UNIT_TOLERANCE = 1e-3      # the same tolerance enroll applies to new embeddings
@@ -86,6 +94,70 @@ def read_export(path: str | os.PathLike, dim: int | None = None) -> ExportFile:
         return _check_document(document, dim)
     except BadRecord as e:
         raise UserError(f"{path}: {e}; nothing imported") from None
+
+
+def export_gallery(gallery: Gallery, path: Path, force: bool = False) -> int:
+    """Everything (people, vectors, crops, the model fingerprint) to one JSON file, 0600 and
+    atomic; an existing file only with `force`, never an SQLite one. Returns the shots written."""
+    check_export_target(path, gallery.path, force)
+    if gallery.fingerprint is None:
+        raise UserError(f"gallery {gallery.path} is empty: nothing to export")
+    people: list[dict[str, Any]] = []
+    with gallery.snapshot() as db:   # one consistent view
+        for person in gallery.people():
+            rows = db.execute(
+                "SELECT e.vector, e.dim, e.quality, e.crop_png, e.source, e.created "
+                "FROM embeddings e JOIN people p ON p.id = e.person_id WHERE p.name = ? "
+                "ORDER BY e.id", (person.name,))
+            people.append({"name": person.name, "created": person.created,
+                           "shots": [shot_record(*row) for row in rows]})
+    write_export(path, gallery.fingerprint, gallery.model_name, people)
+    return sum(len(p["shots"]) for p in people)
+
+
+def merge_export(gallery: Gallery, export: ExportFile, fingerprint: str | None = None,
+                 source: str = "the export", threshold: float | None = None) -> int:
+    """Merge a checked export in one transaction, under enrolment's rules. Refused when its
+    model differs from the gallery's (or from `fingerprint`, the model in use) or its vectors
+    have another size, and when a shot under an enrolled name does not match that person at
+    `threshold` (default: the gallery's recorded one; none known: adding to an enrolled person
+    is refused). Shots already present (same vector) are not added twice. Returns the added."""
+    if fingerprint is not None and export.fingerprint != fingerprint:
+        raise FingerprintMismatch(
+            f"{source} was exported from model {export.model or '?'} (fingerprint "
+            f"{export.fingerprint[:12]}), not the model in use ({fingerprint[:12]})")
+    added = 0
+    with gallery.transaction() as db:
+        gallery.bind(db, export.fingerprint, export.model, export.dim, threshold)
+        threshold = threshold if threshold is not None else gallery.threshold
+        drop_adapters(db)
+        index = PeopleIndex(db)
+        for person in export.people:
+            added += _merge_person(gallery, db, index, person, export.fingerprint, threshold,
+                                   source)
+    return added
+
+
+def _merge_person(gallery: Gallery, db: sqlite3.Connection, index: PeopleIndex,
+                  person: ImportedPerson, fingerprint: str, threshold: float | None,
+                  source: str) -> int:
+    person_id, name = gallery.person_id(db, person.name, index)
+    stored = stored_vectors(db, person_id)
+    existing = {vector.tobytes() for vector in stored}
+    new = [shot for shot in person.shots if shot.vector.tobytes() not in existing]
+    check_imported_shots(name, stored, new, threshold, source)
+    added = 0
+    for shot in new:
+        vector = shot.vector.tobytes()
+        if vector in existing:
+            continue
+        db.execute("INSERT INTO embeddings (person_id, fingerprint, dim, vector, quality, "
+                   "crop_png, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (person_id, fingerprint, len(shot.vector), vector, json.dumps(shot.quality),
+                    shot.crop_png, shot.source, shot.created or time.time()))
+        existing.add(vector)
+        added += 1
+    return added
 
 
 def _load_json(path: Path):

@@ -100,7 +100,7 @@ class FaceTracker:
     def _best_track(self, face, candidates: list[Track]) -> Track | None:
         if not candidates:
             return None
-        overlaps = iou(_mesh_box(face), np.array([_mesh_box(t.face) for t in candidates]))
+        overlaps = iou(mesh_box(face), np.array([mesh_box(t.face) for t in candidates]))
         best = int(overlaps.argmax())
         return candidates[best] if overlaps[best] >= self.min_iou else None
 
@@ -108,7 +108,7 @@ class FaceTracker:
     def _smooth(track: Track, face, t: float) -> None:
         from lafs_edge.landmarks.mesh import alignment_points
 
-        box = _mesh_box(face)
+        box = mesh_box(face)
         scale = float((box[2] - box[0] + box[3] - box[1]) / 2)
         smoothed = track.filter(face.mesh, t, scale=max(scale, 1.0))
         face.mesh = smoothed
@@ -116,6 +116,8 @@ class FaceTracker:
         track.face, track.missed = face, 0
 
 
-def _mesh_box(face) -> np.ndarray:
+def mesh_box(face) -> np.ndarray:
+    """The box (x0, y0, x1, y1) around a face's mesh: what tracks are matched on, and the box
+    the demo draws and logs."""
     points = np.asarray(face.mesh)[:, :2]
     return np.concatenate([points.min(0), points.max(0)])
