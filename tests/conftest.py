@@ -46,8 +46,8 @@ def tiny_artifact(tmp_path_factory) -> Path:
     from lafs_edge.cli import main
 
     out = tmp_path_factory.mktemp("artifacts")
-    assert main(["export", "part_fvit_tiny", "model.overrides.preset=test", "--target",
-                 "pytorch", "--out", str(out), "--name", "tiny"]) == 0
+    assert main(["export", "part_fvit_tiny", "--random-init", "model.overrides.preset=test",
+                 "--target", "pytorch", "--out", str(out), "--name", "tiny"]) == 0
     return out / "tiny-pytorch-fp32"
 
 

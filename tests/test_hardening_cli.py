@@ -74,7 +74,7 @@ def test_an_interrupted_training_does_not_exit_0(cli, monkeypatch, tmp_path):
     not then report success."""
     import importlib
 
-    from lafs_edge.commands import train_pretrain
+    from lafs_edge.commands import train_common
 
     stopped = SimpleNamespace(losses=[1.0], start_step=0, final_step=7, total_steps=100,
                               images_per_s=1.0, output_dir=tmp_path)
@@ -85,7 +85,7 @@ def test_an_interrupted_training_does_not_exit_0(cli, monkeypatch, tmp_path):
             return SimpleNamespace(train=lambda cfg: stopped)
         return real(name, *args)
 
-    monkeypatch.setattr(train_pretrain.importlib, "import_module", fake_import)
+    monkeypatch.setattr(train_common.importlib, "import_module", fake_import)
     code, out, err = cli("train", "supervised")
     assert code == 130
     assert "interrupted at step 7" in err and "trained steps 0 -> 7" in out

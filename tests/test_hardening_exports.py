@@ -75,7 +75,7 @@ def test_export_refuses_to_replace_a_folder_that_is_not_an_artifact(cli, tmp_pat
     victim = tmp_path / "victim-pytorch-fp32"
     victim.mkdir()
     (victim / "thesis.txt").write_text("four years")
-    code, _, err = cli("export", "part_fvit_tiny", "model.overrides.preset=test", "--target",
+    code, _, err = cli("export", "part_fvit_tiny", "--random-init", "model.overrides.preset=test", "--target",
                        "pytorch", "--name", "victim", "--out", tmp_path)
     assert code == 2
     one_error_line(err, "not a lafs-edge artifact")

@@ -196,7 +196,7 @@ def test_a_config_asking_for_a_huge_model_is_refused_before_building(cli, tmp_pa
     code, _, err = cli("export", crafted, "--target", "pytorch", "--out", tmp_path / "out")
     assert code == 2
     one_error_line(err, "parameters", "refused before building it")
-    code, _, err = cli("export", "part_fvit_tiny", "model.overrides.depth=100000", "--target",
+    code, _, err = cli("export", "part_fvit_tiny", "--random-init", "model.overrides.depth=100000", "--target",
                        "pytorch", "--out", tmp_path / "out")
     assert code == 2
     one_error_line(err, "depth 100000")
