@@ -369,7 +369,9 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
             lines.append(f"| {name} | {p['images_seen']:,} | {fmt(p['celeba'])} | "
                          + " | ".join(f"{stress[c]['tar']:.3f}" if c in stress else "-"
                                       for c in conditions)
-                         + f" | {p.get('stress_mean') or '-'} |")
+                         + (f" | {p['stress_mean']:.3f} |" if p.get("stress_mean") else " | - |"))
+    for name, state in states.items():
+        lines += ["", *[f"- {name}: {note}" for note in state.get("notes", [])]]
     lines += ["", "Recipes (each student's whole campaign; `experiments/campaign.py` RECIPES):", ""]
     for name, state in states.items():
         lines.append(f"- {name}: `{json.dumps(state['recipe'], separators=(', ', ': '))}`")
