@@ -13,18 +13,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from testkit import one_error_line
 
 pytestmark = pytest.mark.cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def child_env() -> dict:

@@ -7,7 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lafs_edge.convert.export import build_artifact
@@ -15,27 +14,15 @@ from lafs_edge.errors import UserError
 from lafs_edge.gallery import Gallery, Shot
 from lafs_edge.models import create_model
 from lafs_edge.runtime.manifest import FORMAT
+from testkit import one_error_line, unit
 
 pytestmark = pytest.mark.device
-
-
-def unit(seed: int, dim: int = 64) -> np.ndarray:
-    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-    return vector / np.linalg.norm(vector)
 
 
 def make_gallery(path: Path, name: str, seed: int) -> Path:
     with Gallery(path) as gallery:
         gallery.enroll(name, [Shot(unit(seed), "s")], "a" * 64, "m")
     return path
-
-
-def one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # --- 1. gallery export over an existing file ---------------------------------------------------

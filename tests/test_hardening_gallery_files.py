@@ -6,28 +6,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lafs_edge.gallery import ErasureIncomplete, Gallery, Shot
 from lafs_edge.gallery.schema import TamperedGallery
+from testkit import one_error_line, unit
 
 pytestmark = pytest.mark.device
 
 MODEL = "a" * 64
-
-
-def unit(seed: int, dim: int = 64) -> np.ndarray:
-    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-    return vector / np.linalg.norm(vector)
-
-
-def one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture()

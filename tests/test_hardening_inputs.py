@@ -12,18 +12,11 @@ import torch
 
 from lafs_edge.errors import UserError
 from lafs_edge.models import create_model, save_checkpoint
+from testkit import one_error_line
 
 pytestmark = pytest.mark.device
 
 TINY = dict(preset="test")
-
-
-def one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # --- 4. a NaN model --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from lafs_edge.errors import UserError
 from lafs_edge.gallery import Gallery, Shot
 from lafs_edge.gallery.names import check_name, name_key
 from lafs_edge.gallery.rules import DimensionMismatch, NotThePerson
+from testkit import one_error_line, unit
 
 pytestmark = pytest.mark.device
 
@@ -22,23 +23,10 @@ MODEL = "a" * 64
 THRESHOLD = 0.3
 
 
-def unit(seed: int, dim: int = 64) -> np.ndarray:
-    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-    return vector / np.linalg.norm(vector)
-
-
 def near(vector: np.ndarray, seed: int) -> np.ndarray:
     """Another shot of the same person: cosine about 0.9 with `vector`."""
     moved = vector + 0.45 * unit(seed, len(vector))
     return moved / np.linalg.norm(moved)
-
-
-def one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture()
