@@ -13,7 +13,7 @@ import numpy as np
 
 from lafs_edge.errors import UserError
 from lafs_edge.gallery.adapt import choose_people
-from lafs_edge.gallery.rules import FingerprintMismatch
+from lafs_edge.gallery.rules import DimensionMismatch, FingerprintMismatch, match_score
 
 if TYPE_CHECKING:
     from lafs_edge.gallery.store import Gallery
@@ -78,11 +78,8 @@ def person_match(gallery: Gallery, name: str, embeddings: np.ndarray) -> float |
     Enrolling under an existing name merges into that person, so callers (CLI `enroll`, the
     demo) compare this with the model's threshold to catch a different face under a taken name."""
     stored, _ = gallery.embeddings(name)
-    if not len(stored):
-        return None
-    new = np.atleast_2d(np.asarray(embeddings, np.float32))
-    if new.shape[1] != stored.shape[1]:
-        raise FingerprintMismatch(f"new embeddings have {new.shape[1]} values, {name!r}'s "
-                                  f"stored ones {stored.shape[1]}")
-    new = new / np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
-    return float((new @ stored.T).max())
+    try:
+        return match_score(stored, embeddings)
+    except DimensionMismatch:
+        raise FingerprintMismatch(f"new embeddings have {np.atleast_2d(embeddings).shape[1]} "
+                                  f"values, {name!r}'s stored ones {stored.shape[1]}") from None
