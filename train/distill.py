@@ -45,7 +45,7 @@ from lafs_edge.train.engine import (DistInfo, SeededDataset, Task, Trainer, Trai
 from lafs_edge.train.partial_fc import build_margin_loss
 from lafs_edge.train.sources import NO_LABEL, build_source, normalise
 from lafs_edge.train.teacher_targets import teacher_targets
-from lafs_edge.train.teachers import load_teacher, teacher_geometry
+from lafs_edge.train.teachers import load_teacher, teacher_geometry, teacher_kind
 from lafs_edge.train.views import Photometric, generator, per_view
 
 
@@ -256,8 +256,7 @@ def loader_collate(cfg: dict[str, Any]) -> TeacherCollate | None:
         raise UserError("distill.landmark_weight > 0 needs the teacher's points on the training "
                         "device: use distill.targets=online")
     teacher = str(d["teacher"])
-    if not (Path(teacher).suffix in (".yaml", ".yml") or Path(teacher).is_dir()
-            or Path(teacher).name == "manifest.json"):
+    if teacher_kind(teacher) == "checkpoint":
         raise UserError("distill.targets=loader runs the teacher in the data loader's workers on "
                         "the CPU: give a teacher YAML or an exported artifact, not a checkpoint")
     return TeacherCollate(teacher, teacher_geometry(teacher).crop_size)

@@ -90,15 +90,25 @@ class RuntimeTeacher:
         return torch.from_numpy(raw).to(self.device), None
 
 
+def teacher_kind(spec: str | os.PathLike) -> str:
+    """"yaml" (an external model's description), "artifact" (an exported folder or its
+    manifest.json) or "checkpoint" (a project model.pt): how `spec` is loaded."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml"):
+        return "yaml"
+    return "artifact" if path.is_dir() or path.name == "manifest.json" else "checkpoint"
+
+
 def load_teacher(spec: str | os.PathLike, device: torch.device, threads: int | None = None):
     """A `.pt` checkpoint, an artifact folder / manifest.json, or a teacher YAML. `threads`: CPU
     threads of a runtime teacher (None: all; a data loader worker's teacher takes one)."""
     path = Path(spec)
     if not path.exists():
         raise UserError(f"distill.teacher not found: {spec}")
-    if path.suffix in (".yaml", ".yml"):
+    kind = teacher_kind(path)
+    if kind == "yaml":
         return RuntimeTeacher(external_runtime(path, threads), device)
-    if path.is_dir() or path.name == "manifest.json":
+    if kind == "artifact":
         from lafs_edge.runtime.backends import open_runtime
 
         return RuntimeTeacher(open_runtime(path, threads), device)
@@ -107,11 +117,11 @@ def load_teacher(spec: str | os.PathLike, device: torch.device, threads: int | N
 
 def teacher_geometry(spec: str | os.PathLike) -> TeacherGeometry:
     """The teacher's crop without loading its weights (the data workers need it)."""
-    path = Path(spec)
-    if path.suffix in (".yaml", ".yml"):
+    path, kind = Path(spec), teacher_kind(spec)
+    if kind == "yaml":
         desc = read_teacher_yaml(path)
         return TeacherGeometry(desc["template"], (desc["width"], desc["height"]))
-    if path.is_dir() or path.name == "manifest.json":
+    if kind == "artifact":
         from lafs_edge.runtime.manifest import read_manifest
 
         manifest, _ = read_manifest(path)
