@@ -26,6 +26,7 @@ The first recipe starts from the shipped student; see `RECIPES` for every settin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -46,36 +47,30 @@ import wild_eval  # noqa: E402
 STATE = REPO / "experiments" / "campaign"
 RUNS = REPO / "runs" / "campaign"
 TEACHER = "train/configs/teachers/retail_0095_int8.yaml"
-TEACHER_XML = REPO.parent / "shared" / "models" / "face-reidentification-retail-0095"
 TARGET_CACHE = "runs/teacher_targets_pool_retail0095_int8.pt"
 # The schedule's keys (batch, lr, min_lr, warmup_images, total_images, seed) never change once a
 # campaign has started; a loss or augmentation change between stints is recorded with the stint.
 # relational_weight starts at 0: the term's bank (the teacher on every pool face, 16 min on an idle
 # 2-core machine) is the first A/B from the campaign's state, not a guess at its start.
-RECIPES = {
-    "cpu": {
-        "mobilefacenet": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
-                          "total_images": 2_000_000, "precision": "bf16", "threads": 2,
-                          "workers": 1, "relational_weight": 0.0, "seed": 21,
-                          "overrides": {}, "checkpoint_every": 100},
-        "part_fvit_tiny": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
-                           "total_images": 2_000_000, "precision": "bf16", "threads": 2,
-                           "workers": 1, "relational_weight": 0.0, "seed": 21,
-                           "overrides": {"pool": "landmarks"}, "checkpoint_every": 100},
-    },
+_PRESETS = {
+    "cpu": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
+            "total_images": 2_000_000, "precision": "bf16", "threads": 2, "workers": 1,
+            "relational_weight": 0.0, "seed": 21, "checkpoint_every": 100},
     # One GPU: the same schedule in images; the teacher on the host's CPU cores in 6 workers.
-    "gpu": {
-        "mobilefacenet": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
-                          "total_images": 2_000_000, "precision": "auto", "threads": 8,
-                          "workers": 6, "relational_weight": 0.0, "seed": 21,
-                          "overrides": {}, "checkpoint_every": 100},
-        "part_fvit_tiny": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
-                           "total_images": 2_000_000, "precision": "auto", "threads": 8,
-                           "workers": 6, "relational_weight": 0.0, "seed": 21,
-                           "overrides": {"pool": "landmarks"}, "checkpoint_every": 100},
-    },
+    "gpu": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
+            "total_images": 2_000_000, "precision": "auto", "threads": 8, "workers": 6,
+            "relational_weight": 0.0, "seed": 21, "checkpoint_every": 100},
 }
-POOL_SIZE_HINT = 46738  # faces in the pool (warmup is given in images; the engine takes epochs)
+_OVERRIDES = {"mobilefacenet": {}, "part_fvit_tiny": {"pool": "landmarks"}}
+RECIPES = {preset: {student: {**settings, "overrides": overrides}
+                    for student, overrides in _OVERRIDES.items()}
+           for preset, settings in _PRESETS.items()}
+
+
+@functools.cache
+def pool_size() -> int:
+    """Faces in the pool (warmup is given in images; the engine takes epochs)."""
+    return len(pool_list().read_text().splitlines())
 
 
 # --- the committed state --------------------------------------------------------------------
@@ -118,10 +113,6 @@ def expand(committed: Path, folder: Path, cfg: dict) -> int:
     """The committed checkpoint -> a run folder the trainer resumes from; returns its step."""
     import torch
 
-    from lafs_edge.fileio import write_text_atomic
-    from lafs_edge.models.registry import atomic_torch_save
-    from lafs_edge.train.engine.state import STATE_FORMAT, rng_state, seed_everything
-
     saved = torch.load(committed, map_location="cpu", weights_only=True)
     step = int(saved["step"])
     modules = {n: {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
@@ -129,17 +120,32 @@ def expand(committed: Path, folder: Path, cfg: dict) -> int:
     moments = {i: {"step": s["step"], "exp_avg": torch.zeros_like(s["exp_avg_sq"], dtype=torch.float32),
                    "exp_avg_sq": s["exp_avg_sq"].float()}
                for i, s in saved["optimizer"]["state"].items()}
-    seed_everything(int(cfg["seed"]) + step)
-    spe = POOL_SIZE_HINT // int(cfg["optim"]["batch_size"])
+    write_run_checkpoint(folder, step, modules, {"state": moments,
+                                                 "param_groups": saved["optimizer"]["param_groups"]},
+                         saved["config"], int(cfg["seed"]) + step)
+    return step
+
+
+def write_run_checkpoint(folder: Path, step: int, modules: dict, optimizer: dict, config: dict,
+                         seed: int) -> None:
+    """A one-rank engine checkpoint (train/engine/state.py's layout) at `step`, named `latest`;
+    its RNG is seeded from `seed`."""
+    import torch
+
+    from lafs_edge.fileio import write_text_atomic
+    from lafs_edge.models.registry import atomic_torch_save
+    from lafs_edge.train.engine.state import STATE_FORMAT, rng_state, seed_everything
+
+    seed_everything(seed)
+    steps_per_epoch = pool_size() // int(config["optim"]["batch_size"])
     state = {"format": STATE_FORMAT, "step": step, "world": 1, "modules": modules,
-             "optimizer": {"state": moments, "param_groups": saved["optimizer"]["param_groups"]},
-             "scaler": {}, "schedule": {"step": step},
-             "sampler": {"epoch": step // spe, "step_in_epoch": step % spe, "lanes": 0},
-             "rng": rng_state(torch.device("cpu")), "config": saved["config"]}
+             "optimizer": optimizer, "scaler": {}, "schedule": {"step": step},
+             "sampler": {"epoch": step // steps_per_epoch,
+                         "step_in_epoch": step % steps_per_epoch, "lanes": 0},
+             "rng": rng_state(torch.device("cpu")), "config": config}
     name = f"step_{step:08d}"
     atomic_torch_save(state, folder / "checkpoints" / name / "rank00000.pt")
     write_text_atomic(folder / "checkpoints" / "latest", name + "\n")
-    return step
 
 
 def latest_rank_file(folder: Path) -> Path | None:
@@ -164,13 +170,11 @@ def initial_checkpoint(student: str, recipe: dict, folder: Path, cfg: dict) -> N
     import torch
     from torch import nn
 
-    from lafs_edge.fileio import write_text_atomic
     from lafs_edge.models import create_model
     from lafs_edge.models.pretrained import has_weights, weights_file
-    from lafs_edge.models.registry import atomic_torch_save, load_model
+    from lafs_edge.models.registry import load_model
     from lafs_edge.train.distill import Student
     from lafs_edge.train.engine.optim import build_optimizer, split_decay
-    from lafs_edge.train.engine.state import STATE_FORMAT, rng_state, seed_everything
 
     model = load_model(weights_file(student)) if has_weights(student) else \
         create_model(student, **recipe["overrides"])
@@ -185,14 +189,8 @@ def initial_checkpoint(student: str, recipe: dict, folder: Path, cfg: dict) -> N
           "on the 4,096 faces it was fitted on", flush=True)
     net = Student(model.train(), projection)
     optimizer = build_optimizer(split_decay([net]), cfg["optim"], torch.device("cpu"))
-    seed_everything(int(cfg["seed"]))
-    state = {"format": STATE_FORMAT, "step": 0, "world": 1,
-             "modules": {"student": net.state_dict()}, "optimizer": optimizer.state_dict(),
-             "scaler": {}, "schedule": {"step": 0},
-             "sampler": {"epoch": 0, "step_in_epoch": 0, "lanes": 0},
-             "rng": rng_state(torch.device("cpu")), "config": cfg}
-    atomic_torch_save(state, folder / "checkpoints" / "step_00000000" / "rank00000.pt")
-    write_text_atomic(folder / "checkpoints" / "latest", "step_00000000\n")
+    write_run_checkpoint(folder, 0, {"student": net.state_dict()}, optimizer.state_dict(), cfg,
+                         int(cfg["seed"]))
 
 
 def projection_data(model, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +234,7 @@ def ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.nd
 def distill_argv(student: str, recipe: dict, folder: Path, stop_after: int) -> list[str]:
     batch = recipe["batch"]
     total_steps = recipe["total_images"] // batch
-    warmup_epochs = recipe["warmup_images"] / POOL_SIZE_HINT
+    warmup_epochs = recipe["warmup_images"] / pool_size()
     argv = ["lafs-edge", "train", "distill", "--config", "distill", f"model.arch={student}",
             f"distill.teacher={TEACHER}", "distill.targets=loader",
             f"distill.target_cache={TARGET_CACHE}",
@@ -256,8 +254,7 @@ def distill_argv(student: str, recipe: dict, folder: Path, stop_after: int) -> l
 def resolved_config(argv: list[str]) -> dict:
     from lafs_edge.train.config import load_config
 
-    overrides = [a for a in argv[5:]]
-    return load_config("distill", overrides=overrides)
+    return load_config("distill", overrides=argv[5:])
 
 
 def train_chunk(argv: list[str], threads: int, log: Path, deadline: float, nice: int) -> int:
