@@ -13,15 +13,20 @@ What a stint does:
    teacher on 4,096 pool faces (a fresh random projection undid what a short run gained).
    A run folder (runs/campaign/<student>) that this machine already holds at the committed step or
    later is used as is; otherwise it is rebuilt from the committed state.
-2. Train in chunks of `--chunk-minutes` with `lafs-edge train distill` (targets=loader: the teacher's
-   FP16-INT8 IR embeds every degraded view in the data loader's worker), `nice`d, until `--hours`
-   are spent. One cosine schedule spans the whole campaign (`total_images`); every chunk resumes it.
+2. Train for `--hours` (setup and the first evaluation not counted) in time slices of
+   `--chunk-minutes` with `lafs-edge train distill` (targets=loader: the teacher's FP16-INT8 IR
+   embeds every degraded view in the data loader's worker), `nice`d; a slice ends with SIGTERM
+   (the trainer checkpoints, then exits). One cosine schedule spans the whole campaign (`total_images`); every chunk resumes it.
 3. After every chunk: evaluate (experiments/wild_eval.py: CelebA eval identities, all pairs,
    bootstrap spread; the illumination stress set), add the point to the curve, commit-ready state.
 4. Write docs/results/campaign.{md,json,png} and docs/results.md. `--ship` puts a student whose
    CelebA TAR@FAR1e-3 beats the shipped one by more than its spread into the package.
 
-The first recipe starts from the shipped student; see `RECIPES` for every setting.
+A line (`--line NAME --set KEY=VALUE ...`) is a campaign of its own from step 0 with a changed
+recipe (an A/B arm, or another start: `--set init=path/model.pt`); its recipe is fixed once it has
+started. The first recipe starts from the shipped student; see `RECIPES` for every setting.
+
+    python experiments/campaign.py --student mobilefacenet --line lr3e-4 --set lr=3e-4 --hours 1
 """
 from __future__ import annotations
 
@@ -50,16 +55,20 @@ TEACHER = "train/configs/teachers/retail_0095_int8.yaml"
 TARGET_CACHE = "runs/teacher_targets_pool_retail0095_int8.pt"
 # The schedule's keys (batch, lr, min_lr, warmup_images, total_images, seed) never change once a
 # campaign has started; a loss or augmentation change between stints is recorded with the stint.
+# degrade_scale multiplies every degradation's probability (augment.hard's and the photometric
+# jitter, grey and blur of augment): 0.5 keeps more views near the clean faces the student knows.
 # relational_weight starts at 0: the term's bank (the teacher on every pool face, 16 min on an idle
 # 2-core machine) is the first A/B from the campaign's state, not a guess at its start.
 _PRESETS = {
     "cpu": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
             "total_images": 2_000_000, "precision": "bf16", "threads": 2, "workers": 1,
-            "relational_weight": 0.0, "seed": 21, "checkpoint_every": 100},
+            "relational_weight": 0.0, "degrade_scale": 1.0, "seed": 21,
+            "checkpoint_every": 100, "init": None},
     # One GPU: the same schedule in images; the teacher on the host's CPU cores in 6 workers.
     "gpu": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
             "total_images": 2_000_000, "precision": "auto", "threads": 8, "workers": 6,
-            "relational_weight": 0.0, "seed": 21, "checkpoint_every": 100},
+            "relational_weight": 0.0, "degrade_scale": 1.0, "seed": 21,
+            "checkpoint_every": 100, "init": None},
 }
 _OVERRIDES = {"mobilefacenet": {}, "part_fvit_tiny": {"pool": "landmarks"}}
 RECIPES = {preset: {student: {**settings, "overrides": overrides}
@@ -75,20 +84,51 @@ def pool_size() -> int:
 
 # --- the committed state --------------------------------------------------------------------
 
-def state_dir(student: str, preset: str) -> Path:
-    return STATE / (student if preset == "cpu" else f"{student}-{preset}")
+def campaign_name(student: str, preset: str, line: str | None = None) -> str:
+    """experiments/campaign/<student>[-<preset>][-<line>]: a line is one recipe's campaign (an A/B
+    arm started from step 0 with `--set`)."""
+    return "-".join([student] + ([preset] if preset != "cpu" else []) + ([line] if line else []))
 
 
-def run_dir(student: str, preset: str) -> Path:
-    return RUNS / (student if preset == "cpu" else f"{student}-{preset}")
+def state_dir(student: str, preset: str, line: str | None = None) -> Path:
+    return STATE / campaign_name(student, preset, line)
 
 
-def read_state(student: str, preset: str) -> dict:
-    path = state_dir(student, preset) / "state.json"
+def run_dir(student: str, preset: str, line: str | None = None) -> Path:
+    return RUNS / campaign_name(student, preset, line)
+
+
+def read_state(student: str, preset: str, line: str | None = None,
+               settings: dict | None = None) -> dict:
+    """The committed state, or a new line's step 0 with the recipe plus `settings` (a started
+    line's recipe never changes: the schedule and the data order are part of its curve)."""
+    path = state_dir(student, preset, line) / "state.json"
     if path.is_file():
-        return json.loads(path.read_text())
-    return {"student": student, "preset": preset, "recipe": RECIPES[preset][student], "step": 0,
+        state = json.loads(path.read_text())
+        changed = {k: v for k, v in (settings or {}).items() if state["recipe"].get(k) != v}
+        if changed:
+            raise SystemExit(f"{campaign_name(student, preset, line)} has started; its recipe "
+                             f"stays as it is (asked to change {sorted(changed)}): start a new "
+                             "--line instead")
+        return state
+    unknown = set(settings or {}) - set(RECIPES[preset][student])
+    if unknown:
+        raise SystemExit(f"unknown recipe keys {sorted(unknown)}; known: "
+                         f"{sorted(RECIPES[preset][student])}")
+    return {"student": student, "preset": preset, "line": line,
+            "recipe": {**RECIPES[preset][student], **(settings or {})}, "step": 0,
             "images_seen": 0, "curve": [], "stints": []}
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """["lr=3e-4", "degrade_scale=0.5"] -> {"lr": 0.0003, "degrade_scale": 0.5}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KEY=VALUE, not {pair!r}")
+        out[key] = json.loads(value)
+    return out
 
 
 def compact(rank_file: Path, out: Path) -> None:
@@ -176,8 +216,12 @@ def initial_checkpoint(student: str, recipe: dict, folder: Path, cfg: dict) -> N
     from lafs_edge.train.distill import Student
     from lafs_edge.train.engine.optim import build_optimizer, split_decay
 
-    model = load_model(weights_file(student)) if has_weights(student) else \
-        create_model(student, **recipe["overrides"])
+    if recipe.get("init"):
+        model = load_model(REPO / recipe["init"])
+    elif has_weights(student):
+        model = load_model(weights_file(student))
+    else:
+        model = create_model(student, **recipe["overrides"])
     student_emb, teacher_emb = projection_data(model, 4096, int(recipe["seed"]))
     projection = nn.Linear(model.embedding_dim, teacher_emb.shape[1])
     weight, bias = ridge(student_emb, teacher_emb, 1e-2)
@@ -246,9 +290,23 @@ def distill_argv(student: str, recipe: dict, folder: Path, stop_after: int) -> l
             f"optim.warmup_epochs={warmup_epochs:.4f}", f"train.precision={recipe['precision']}",
             f"train.checkpoint_every={recipe['checkpoint_every']}", "train.log_every=20",
             "train.progress=false", f"train.stop_after={stop_after}", f"output_dir={folder}"]
+    scale = recipe.get("degrade_scale", 1.0)
+    if scale != 1.0:
+        argv += [f"{key}={value * scale:.4g}" for key, value in degradation_probs().items()]
     if recipe["overrides"]:
         argv.append(f"model.overrides={json.dumps(recipe['overrides'], separators=(',', ':'))}")
     return argv
+
+
+@functools.cache
+def degradation_probs() -> dict[str, float]:
+    """{config key: default probability} of every degradation of distill.yaml's augment block."""
+    from lafs_edge.train.config import load_config
+
+    augment = load_config("distill", overrides=[])["augment"]
+    probs = {f"augment.hard.{k}": v for k, v in augment["hard"].items() if k.endswith("_prob")}
+    return {**probs, **{f"augment.{k}": augment[k]
+                        for k in ("jitter_prob", "grayscale_prob", "blur_prob")}}
 
 
 def resolved_config(argv: list[str]) -> dict:
@@ -384,16 +442,16 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
 # --- the stint ------------------------------------------------------------------------------
 
 def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: int,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, line: str | None = None,
+          settings: dict | None = None) -> dict:
     import platform
 
-    state = read_state(student, preset)
+    state = read_state(student, preset, line, settings)
     recipe = state["recipe"]
-    folder, saved = run_dir(student, preset), state_dir(student, preset)
+    folder, saved = run_dir(student, preset, line), state_dir(student, preset, line)
     folder.mkdir(parents=True, exist_ok=True)
     saved.mkdir(parents=True, exist_ok=True)
     pool_list()
-    deadline = time.time() + hours * 3600
     start_step = state["step"]
     argv = distill_argv(student, recipe, folder, start_step)
     cfg = resolved_config(argv)
@@ -406,15 +464,19 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
         (folder / "model.pt").exists() or export_start(folder, cfg)
         state["curve"].append(point(state, evaluate_student(folder / "model.pt"), 0.0))
         save_state(state, saved)
+    # `hours` of training from here (setup and the first point do not count); each chunk is a
+    # time slice that ends with SIGTERM (a checkpoint, then exit), then an evaluation.
     started = time.time()
-    while time.time() + 120 < deadline:
-        chunk_steps = steps_for(state, folder, min(chunk_minutes * 60, deadline - time.time()))
-        stop = min(state["step"] + chunk_steps, recipe["total_images"] // recipe["batch"])
-        if stop <= state["step"]:
-            break
-        code = train_chunk(distill_argv(student, recipe, folder, stop),
-                           threads or recipe["threads"], folder / "train.log", deadline, nice)
-        if code not in (0, 130, 143, -signal.SIGTERM):   # 130: stopped at the deadline
+    deadline = started + hours * 3600
+    trained = 0.0
+    total_steps = recipe["total_images"] // recipe["batch"]
+    while time.time() + 60 < deadline and state["step"] < total_steps:
+        chunk_start = time.time()
+        chunk_end = min(chunk_start + chunk_minutes * 60, deadline)
+        code = train_chunk(distill_argv(student, recipe, folder, total_steps),
+                           threads or recipe["threads"], folder / "train.log", chunk_end, nice)
+        trained += time.time() - chunk_start
+        if code not in (0, 130, 143, -signal.SIGTERM):   # 130/143: stopped at the slice's end
             raise SystemExit(f"training failed ({code}); see {folder / 'train.log'}")
         rank = latest_rank_file(folder)
         assert rank is not None
@@ -424,17 +486,28 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
         state["curve"].append(point(state, evaluate_student(folder / "model.pt"),
                                     (time.time() - started) / 60))
         save_state(state, saved)
-        print(f"{student}: step {state['step']}, images {state['images_seen']:,}, CelebA "
-              f"TAR@1e-3 {fmt(state['curve'][-1]['celeba'])}", flush=True)
+        print(f"{campaign_name(student, preset, line)}: step {state['step']}, images "
+              f"{state['images_seen']:,}, CelebA TAR@1e-3 {fmt(state['curve'][-1]['celeba'])}",
+              flush=True)
     state["stints"].append({"start_step": start_step, "end_step": state["step"],
                             "images": (state["step"] - start_step) * recipe["batch"],
                             "minutes": round((time.time() - started) / 60, 1),
+                            "train_minutes": round(trained / 60, 1),
                             "recipe": dict(recipe),
                             "machine": platform.processor() or platform.machine(),
-                            "command": f"python experiments/campaign.py --student {student} "
-                                       f"--preset {preset} --hours {hours}"})
+                            "command": stint_command(student, preset, hours, line, settings)})
     save_state(state, saved)
     return state
+
+
+def stint_command(student: str, preset: str, hours: float, line: str | None,
+                  settings: dict | None) -> str:
+    words = ["python", "experiments/campaign.py", "--student", student, "--preset", preset,
+             "--hours", str(hours)]
+    words += ["--line", line] if line else []
+    for key, value in (settings or {}).items():
+        words += ["--set", f"{key}={json.dumps(value)}"]
+    return shlex.join(words)
 
 
 def export_start(folder: Path, cfg: dict) -> None:
@@ -449,17 +522,6 @@ def export_start(folder: Path, cfg: dict) -> None:
     model = create_model(cfg["model"]["arch"], **cfg["model"]["overrides"])
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     save_checkpoint(model, folder / "model.pt")
-
-
-def steps_for(state: dict, folder: Path, seconds: float) -> int:
-    """Steps that fit in `seconds` at the speed of the last logged steps (a guess at first)."""
-    metrics = folder / "metrics.jsonl"
-    rate = 20.0
-    if metrics.is_file():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()[-5:]]
-        rates = [r["images_per_s"] for r in rows if r.get("images_per_s")]
-        rate = float(np.median(rates)) if rates else rate
-    return max(1, int(seconds * rate / state["recipe"]["batch"]))
 
 
 def save_state(state: dict, folder: Path) -> None:
@@ -485,13 +547,18 @@ def main() -> None:
                         help="the training's nice level (10: tests and other work come first)")
     parser.add_argument("--threads", type=int, default=None,
                         help="the student's CPU threads (default: the recipe's)")
+    parser.add_argument("--line", default=None,
+                        help="a named campaign of its own (an A/B arm): its own state and run folder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe value for a line's first stint (JSON value), e.g. lr=3e-4")
     parser.add_argument("--report", action="store_true", help="only rewrite the report")
     args = parser.parse_args()
     students = args.student or ["mobilefacenet"]
+    settings = parse_settings(args.set)
     if not args.report:
         for student in students:
             stint(student, args.preset, args.hours / len(students), args.chunk_minutes, args.nice,
-                  args.threads)
+                  args.threads, args.line, settings)
     states = {p.name: json.loads((p / "state.json").read_text())
               for p in sorted(STATE.iterdir()) if (p / "state.json").is_file()}
     write_report(states, teacher_figures())

@@ -244,3 +244,32 @@ def test_landmark_read_out_uses_each_landmarks_own_map():
         model.pool_landmarks(subset, None)
     with pytest.raises(ValueError, match="unknown pool"):
         create_model("part_fvit_tiny", pool="mean")
+
+
+def test_keep_landmarks_is_the_models_own_landmark_subset_path():
+    """A cut to n landmarks computes what the full model computes on those landmarks' patches
+    through its LAFS subset path (landmark ids, N / n rescaled read-out), when the cut keeps the
+    landmarks that hold the landmark CNN's per-image extremes (the min-max rescale's anchors)."""
+    from lafs_edge.models.part_vit import keep_landmarks
+    from lafs_edge.models.sampler import sample_patches
+
+    torch.manual_seed(0)
+    full = create_model("part_fvit_tiny", preset="test", pool="landmarks").eval()
+    with torch.no_grad():   # spread the head so the layout differs per image
+        full.landmarks.head.weight.normal_(0, 0.5)
+    image = torch.rand(1, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        raw = full.landmarks.head(full.landmarks.trunk(image).mean((2, 3)))
+        anchors = {int(raw.argmin()) // 2, int(raw.argmax()) // 2}
+        keep = sorted(anchors | {1, 4, 6, 9, 12, 15})
+        small = keep_landmarks(full, keep).eval()
+        emb, points, _ = small.forward_with_landmarks(image)
+        full_points = full.landmarks(image)
+        ids = torch.tensor([keep])
+        patches = sample_patches(image, full_points[:, keep], full.patch_size, full.sampler)
+        reference = full.encode_patches(patches, landmark_ids=ids)
+    assert small.num_landmarks == len(keep) and small.arch_config["num_landmarks"] == len(keep)
+    torch.testing.assert_close(points, full_points[:, keep], atol=1e-4, rtol=0)
+    torch.testing.assert_close(emb, reference, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="distinct"):
+        keep_landmarks(full, [0, 0, 1])

@@ -170,3 +170,27 @@ def set_fused_attention(model: nn.Module, fused: bool) -> None:
     for m in model.modules():
         if isinstance(m, Attention):
             m.fused = fused
+
+
+def keep_landmarks(model: PartViT, keep: list[int]) -> PartViT:
+    """A copy of `model` that places and reads only its landmarks `keep`: a start for a student of
+    fewer landmarks that reuses every trained weight. The landmark CNN's min-max rescale then runs
+    over the kept outputs, so the points stay where they were only where the per-image extremes
+    are kept; a landmark read-out (`pool="landmarks"`) is rescaled by N / n like a LAFS local view."""
+    if len(set(keep)) != len(keep) or not all(0 <= k < model.num_landmarks for k in keep):
+        raise ValueError(f"keep must be distinct indices below {model.num_landmarks}")
+    from lafs_edge.models.registry import create_model
+
+    small = create_model(model.arch, **{**model.arch_config, "num_landmarks": len(keep)})
+    state = model.state_dict()
+    index = torch.tensor(keep)
+    xy = torch.stack([2 * index, 2 * index + 1], 1).flatten()
+    state["landmarks.head.weight"] = state["landmarks.head.weight"][xy]
+    state["landmarks.head.bias"] = state["landmarks.head.bias"][xy]
+    state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], state["pos_embed"][:, 1 + index]], 1)
+    if model.pool == "landmarks":
+        weight = state["pool_proj.weight"]
+        per_landmark = weight.reshape(weight.shape[0], model.num_landmarks, -1)[:, index]
+        state["pool_proj.weight"] = per_landmark.flatten(1) * (model.num_landmarks / len(keep))
+    small.load_state_dict(state)
+    return small
