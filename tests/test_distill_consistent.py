@@ -210,3 +210,31 @@ def test_stress_set_is_fixed_and_harsh(shared_data):
         a, b = wild_eval.relit(crops, condition), wild_eval.relit(crops, condition)
         assert np.array_equal(a, b), condition
         assert np.abs(a.astype(float) - crops).mean() > 10, condition
+
+
+def test_campaign_lines_fix_their_recipe_and_scale_every_degradation(tmp_path, monkeypatch):
+    campaign = campaign_module("campaign")
+    monkeypatch.setattr(campaign, "STATE", tmp_path)
+    settings = campaign.parse_settings(["lr=3e-4", "degrade_scale=0.5"])
+    assert settings == {"lr": 3e-4, "degrade_scale": 0.5}
+    state = campaign.read_state("mobilefacenet", "cpu", "arm", settings)
+    assert state["recipe"]["lr"] == 3e-4 and state["recipe"]["batch"] == 64
+    campaign.save_state(state, campaign.state_dir("mobilefacenet", "cpu", "arm"))
+    assert (tmp_path / "mobilefacenet-arm" / "state.json").is_file()
+    assert campaign.read_state("mobilefacenet", "cpu", "arm", {"lr": 3e-4})["step"] == 0
+    with pytest.raises(SystemExit, match="has started"):
+        campaign.read_state("mobilefacenet", "cpu", "arm", {"lr": 1e-3})
+    with pytest.raises(SystemExit, match="unknown recipe keys"):
+        campaign.read_state("mobilefacenet", "cpu", "other", {"learning_rate": 1e-3})
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        campaign.parse_settings(["lr"])
+
+    base = load_config("distill", overrides=[])["augment"]
+    cfg = campaign.resolved_config(campaign.distill_argv("mobilefacenet", state["recipe"],
+                                                         tmp_path, 10))
+    assert cfg["optim"]["lr"] == 3e-4
+    for key in ("illumination_prob", "low_res_prob", "jpeg_prob", "erase_prob", "mixup_prob"):
+        assert cfg["augment"]["hard"][key] == pytest.approx(base["hard"][key] / 2), key
+    for key in ("jitter_prob", "grayscale_prob", "blur_prob"):
+        assert cfg["augment"][key] == pytest.approx(base[key] / 2), key
+    assert cfg["augment"]["hard"]["gamma"] == base["hard"]["gamma"]   # strengths unchanged
