@@ -55,7 +55,11 @@ TEACHER = "train/configs/teachers/retail_0095_int8.yaml"
 TARGET_CACHE = "runs/teacher_targets_pool_retail0095_int8.pt"
 # The schedule's keys (batch, lr, min_lr, warmup_images, total_images, seed) never change once a
 # campaign has started; a loss or augmentation change between stints is recorded with the stint.
-# degrade_scale multiplies every degradation's probability (augment.hard's and the photometric
+# bn_faces: the BatchNorm statistics of each exported model.pt re-estimated on this many clean pool
+# faces (training on degraded views leaves statistics of degraded views: 0.366 -> 0.437 CelebA TAR
+# for stint 1's student); 0 keeps the training's.
+# config: any other `train distill` overrides of a line ({"augment.hard.jpeg_prob": 0}: one group
+# off). degrade_scale multiplies every degradation's probability (augment.hard's and the photometric
 # jitter, grey and blur of augment): 0.5 keeps more views near the clean faces the student knows.
 # relational_weight starts at 0: the term's bank (the teacher on every pool face, 16 min on an idle
 # 2-core machine) is the first A/B from the campaign's state, not a guess at its start.
@@ -63,13 +67,16 @@ _PRESETS = {
     "cpu": {"batch": 64, "lr": 1e-3, "min_lr": 1e-5, "warmup_images": 20000,
             "total_images": 2_000_000, "precision": "bf16", "threads": 2, "workers": 1,
             "relational_weight": 0.0, "degrade_scale": 1.0, "seed": 21,
-            "checkpoint_every": 100, "init": None},
+            "checkpoint_every": 100, "init": None, "config": {}, "bn_faces": 2048},
     # One GPU: the same schedule in images; the teacher on the host's CPU cores in 6 workers.
     "gpu": {"batch": 256, "lr": 2e-3, "min_lr": 1e-5, "warmup_images": 50000,
             "total_images": 2_000_000, "precision": "auto", "threads": 8, "workers": 6,
             "relational_weight": 0.0, "degrade_scale": 1.0, "seed": 21,
-            "checkpoint_every": 100, "init": None},
+            "checkpoint_every": 100, "init": None, "config": {}, "bn_faces": 2048},
 }
+# Keys that change only how a checkpoint is evaluated: a started line may take them (from its next
+# point on; the stint records its recipe).
+EVALUATION_KEYS = {"bn_faces"}
 _OVERRIDES = {"mobilefacenet": {}, "part_fvit_tiny": {"pool": "landmarks"}}
 RECIPES = {preset: {student: {**settings, "overrides": overrides}
                     for student, overrides in _OVERRIDES.items()}
@@ -106,6 +113,7 @@ def read_state(student: str, preset: str, line: str | None = None,
     if path.is_file():
         state = json.loads(path.read_text())
         changed = {k: v for k, v in (settings or {}).items() if state["recipe"].get(k) != v}
+        state["recipe"].update({k: changed.pop(k) for k in EVALUATION_KEYS & set(changed)})
         if changed:
             raise SystemExit(f"{campaign_name(student, preset, line)} has started; its recipe "
                              f"stays as it is (asked to change {sorted(changed)}): start a new "
@@ -222,7 +230,7 @@ def initial_checkpoint(student: str, recipe: dict, folder: Path, cfg: dict) -> N
         model = load_model(weights_file(student))
     else:
         model = create_model(student, **recipe["overrides"])
-    student_emb, teacher_emb = projection_data(model, 4096, int(recipe["seed"]))
+    student_emb, teacher_emb = cached_projection_data(model, 4096, int(recipe["seed"]))
     projection = nn.Linear(model.embedding_dim, teacher_emb.shape[1])
     weight, bias = ridge(student_emb, teacher_emb, 1e-2)
     with torch.no_grad():
@@ -235,6 +243,22 @@ def initial_checkpoint(student: str, recipe: dict, folder: Path, cfg: dict) -> N
     optimizer = build_optimizer(split_decay([net]), cfg["optim"], torch.device("cpu"))
     write_run_checkpoint(folder, 0, {"student": net.state_dict()}, optimizer.state_dict(), cfg,
                          int(cfg["seed"]))
+
+
+def cached_projection_data(model, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`projection_data`, kept by the weights' hash (lines from one start share it)."""
+    from lafs_edge.hashing import sha256_bytes
+
+    digest = sha256_bytes(b"".join(v.float().numpy().tobytes()
+                                   for v in model.state_dict().values()))
+    cache = RUNS / "projection_cache" / f"{digest[:24]}-{count}-{seed}.npz"
+    if cache.is_file():
+        saved = np.load(cache)
+        return saved["student"], saved["teacher"]
+    student, teacher = projection_data(model, count, seed)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, student=student, teacher=teacher)
+    return student, teacher
 
 
 def projection_data(model, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -293,6 +317,7 @@ def distill_argv(student: str, recipe: dict, folder: Path, stop_after: int) -> l
     scale = recipe.get("degrade_scale", 1.0)
     if scale != 1.0:
         argv += [f"{key}={value * scale:.4g}" for key, value in degradation_probs().items()]
+    argv += [f"{key}={json.dumps(value)}" for key, value in recipe.get("config", {}).items()]
     if recipe["overrides"]:
         argv.append(f"model.overrides={json.dumps(recipe['overrides'], separators=(',', ':'))}")
     return argv
@@ -332,7 +357,55 @@ def train_chunk(argv: list[str], threads: int, log: Path, deadline: float, nice:
 
 # --- evaluation -----------------------------------------------------------------------------
 
+def pool_crops(count: int, seed: int = 0) -> np.ndarray:
+    """`count` aligned 112x112 pool faces (uint8 RGB), a seeded draw."""
+    from lafs_edge.image import read_image
+    from lafs_edge.landmark_lists import LandmarkFaces
+    from lafs_edge.train.sources import student_matrix, warp
+
+    pool_list()
+    faces = LandmarkFaces(REPO / POOL_LIST, root=REPO / DATA_ARG).entries
+    picks = np.random.default_rng(seed).choice(len(faces), count, replace=False)
+    return np.stack([warp(read_image(faces[i][0]), student_matrix(faces[i][1]), 112, 112)
+                     for i in picks])
+
+
+def recalibrate(model_pt: Path, faces: int) -> None:
+    """model.pt's BatchNorm statistics re-estimated on `faces` clean pool faces (batches of 64),
+    written back in place (atomically), every other key of the checkpoint kept."""
+    import torch
+
+    from lafs_edge.image import MEAN, STD
+    from lafs_edge.models import load_model
+    from lafs_edge.models.batchnorm import recalibrate_batchnorm
+    from lafs_edge.models.registry import atomic_torch_save, read_checkpoint
+
+    model = load_model(model_pt)
+    crops = torch.from_numpy(pool_crops(faces, seed=1)).permute(0, 3, 1, 2).float()
+    recalibrate_batchnorm(model, ((crops[i:i + 64] - MEAN) / STD for i in range(0, faces, 64)))
+    payload = read_checkpoint(model_pt)
+    payload["state_dict"] = model.state_dict()
+    payload["bn_recalibrated_on"] = f"{faces} clean pool faces"
+    atomic_torch_save(payload, model_pt)
+
+
 def evaluate_student(model_pt: Path) -> dict:
+    """The wild_eval report of a model.pt; kept by the weights' hash (lines from one start share
+    their first point)."""
+    from lafs_edge.hashing import sha256_bytes
+    from lafs_edge.models import load_model
+
+    state = load_model(model_pt).state_dict()
+    digest = sha256_bytes(b"".join(v.float().numpy().tobytes() for v in state.values()))
+    cache = RUNS / "eval_cache" / f"{digest[:24]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    figures = evaluate_model(model_pt)
+    write_json(cache, figures)
+    return figures
+
+
+def evaluate_model(model_pt: Path) -> dict:
     from lafs_edge.models import load_model
 
     crops, labels = celeba_eval_crops()
@@ -483,6 +556,8 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
         state["step"] = run_step(folder)
         state["images_seen"] = state["step"] * recipe["batch"]
         compact(rank, saved / "checkpoint.pt")
+        if recipe.get("bn_faces"):
+            recalibrate(folder / "model.pt", int(recipe["bn_faces"]))
         state["curve"].append(point(state, evaluate_student(folder / "model.pt"),
                                     (time.time() - started) / 60))
         save_state(state, saved)

@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edge_students import DATA_ARG, POOL_LIST, RESULTS, pool_list  # noqa: E402
+from edge_students import DATA_ARG, POOL_LIST, RESULTS  # noqa: E402
 from faces import REPO, RUNS, celeba_eval_crops, embed_with, torch_embedder, write_json  # noqa: E402
 
+import campaign  # noqa: E402
 import wild_eval  # noqa: E402
 
 OUT = RUNS / "landmark_student"
@@ -49,19 +50,6 @@ SHAPES = {"64 lm, d6": (64, None), "64 lm, d5": (64, 5), "49 lm, d6": (49, None)
 # docs/benchmarks.md): 1.39x, 1.20x, 1.07x; the 1.5x target with margin leaves these two.
 SHORT_LIST = ("64 lm, d5", "49 lm, d6")
 PROBE_FACES = 1024
-
-
-def pool_crops(count: int, seed: int = 0) -> np.ndarray:
-    """`count` aligned 112x112 pool faces (uint8 RGB), a seeded draw."""
-    from lafs_edge.image import read_image
-    from lafs_edge.landmark_lists import LandmarkFaces
-    from lafs_edge.train.sources import student_matrix, warp
-
-    pool_list()
-    faces = LandmarkFaces(REPO / POOL_LIST, root=REPO / DATA_ARG).entries
-    picks = np.random.default_rng(seed).choice(len(faces), count, replace=False)
-    return np.stack([warp(read_image(faces[i][0]), student_matrix(faces[i][1]), 112, 112)
-                     for i in picks])
 
 
 def landmark_outputs(model, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +107,7 @@ def cut_shapes() -> dict:
 
     shipped = create_model("part_fvit_tiny", pretrained=True).eval()
     crops, labels = celeba_eval_crops()
-    raw, points = landmark_outputs(shipped, pool_crops(PROBE_FACES))
+    raw, points = landmark_outputs(shipped, campaign.pool_crops(PROBE_FACES))
     rows = {"shipped (100 lm, d6)": {"celeba": celeba_tar(shipped, crops, labels)}}
     print("shipped", rows["shipped (100 lm, d6)"]["celeba"]["tar"], flush=True)
     for name, (n, depth) in SHAPES.items():
@@ -178,6 +166,22 @@ def shapes(minutes: float) -> dict:
     return {shape: line_result(f"cut-{slug(shape)}") for shape in jobs}
 
 
+def cut_model(shape: str) -> Path:
+    """The cut's model.pt: this machine's, or rebuilt from the committed results (the landmarks
+    kept and the block dropped), since run folders do not move between machines."""
+    from lafs_edge.models import create_model, save_checkpoint
+    from lafs_edge.models.part_vit import keep_landmarks
+
+    path = OUT / slug(shape) / "model.pt"
+    if not path.is_file():
+        row = json.loads(RESULT.read_text())["cut"][shape]
+        model = keep_landmarks(create_model("part_fvit_tiny", pretrained=True), row["landmarks"])
+        if "block_dropped" in row:
+            model = drop_block(model, int(row["block_dropped"]))
+        save_checkpoint(model, path)
+    return path
+
+
 def scratch_init(shape: str, seed: int = 21) -> Path:
     """The cut's landmark CNN under a random ViT (seeded): the from-scratch arm's start."""
     import torch
@@ -185,7 +189,7 @@ def scratch_init(shape: str, seed: int = 21) -> Path:
     from lafs_edge.models import create_model, load_model, save_checkpoint
 
     out = OUT / f"scratch-{slug(shape)}" / "model.pt"
-    cut = load_model(OUT / slug(shape) / "model.pt")
+    cut = load_model(cut_model(shape))
     torch.manual_seed(seed)
     model = create_model("part_fvit_tiny", **cut.arch_config)
     model.landmarks.load_state_dict(cut.landmarks.state_dict())
@@ -195,17 +199,16 @@ def scratch_init(shape: str, seed: int = 21) -> Path:
 
 def lafs_pretrain(shape: str, minutes: float, log: Path) -> Path:
     """LAFS (landmark views, shuffle, perturbation) on the pool for `minutes`, the cut's landmark
-    CNN frozen; the DINO head and schedules of experiments/lafs_small.py's CPU preset, scaled to
-    the steps that fit (measured rate on this machine ~1 step / 4 s at batch 32, 1 thread)."""
-    import campaign
-
+    CNN frozen; the DINO head of experiments/lafs_small.py's CPU preset. The schedules are sized for
+    a guessed 4 s per step (batch 32, 1 thread); SIGTERM ends the run at the time budget whatever
+    the step, and time left over goes to the distillation that follows."""
     run = OUT / f"lafs-{slug(shape)}-pretrain"
     steps = max(20, int(minutes * 60 / 4))
     spe = campaign.pool_size() // 32
     overrides = {
         "output_dir": str(run), "seed": 21, "model.arch": "part_fvit_tiny",
         "model.overrides": json.dumps(cut_overrides(shape), separators=(",", ":")),
-        "landmarks.checkpoint": str(OUT / slug(shape) / "model.pt"), "data.format": "landmarks",
+        "landmarks.checkpoint": str(cut_model(shape)), "data.format": "landmarks",
         "data.root": DATA_ARG, "data.list_file": POOL_LIST, "data.num_workers": 1,
         "views.local_views": 4, "views.local_landmarks": 36, "views.perturb_sigma": 2.0,
         "dino.out_dim": 4096, "dino.hidden_dim": 512, "dino.bottleneck_dim": 128,
@@ -240,21 +243,86 @@ def start(shape: str, minutes: float) -> dict:
             "lafs": {**line_result(f"lafs-{tag}"), "pretrain_minutes": round(pretrain_minutes, 1)}}
 
 
+# --- report -----------------------------------------------------------------------------------
+
+def fmt(fig: dict) -> str:
+    return f"{fig['tar']:.3f} ± {fig['std']:.3f}"
+
+
+def fragment(results: dict) -> str:
+    lines = ["## The landmark student for the edge (issue 21, point 4)", "",
+             "Produced by `python experiments/landmark_student.py cut|shapes|start`. CelebA eval "
+             "identities, TAR at FAR 1e-3 over all pairs ± the std of an identity bootstrap (as "
+             "in the campaign section), PyTorch fp32. Latency: OpenVINO int8, batch 1, 1 thread, "
+             "against the latency reference at the plugin's default setting "
+             "(`benchmarks/vit_shapes.py`, [benchmarks](benchmarks.md)).", ""]
+    latency = {"shipped (100 lm, d6)": "1.76x", "64 lm, d6": "1.39x", "64 lm, d5": "1.20x",
+               "49 lm, d6": "1.07x"}
+    if "cut" in results:
+        lines += ["**1. Cut from the shipped 100-landmark student, before any training.** The "
+                  "landmarks kept: those holding the landmark CNN's per-image output extremes on "
+                  f"{PROBE_FACES} pool faces, then farthest-point samples of the mean layout; a "
+                  "depth cut drops the block whose removal costs least.", "",
+                  "| shape | latency / reference | CelebA TAR@1e-3 | note |", "|---|---|---|---|"]
+        for name, row in results["cut"].items():
+            note = ""
+            if "tar_by_block_dropped" in row:
+                trials = ", ".join(f"{b}: {t:.3f}" for b, t in row["tar_by_block_dropped"].items())
+                note = f"block {row['block_dropped']} dropped (TAR by block dropped: {trials})"
+            lines.append(f"| {name} | {latency.get(name, '-')} | {fmt(row['celeba'])} | {note} |")
+        lines.append("")
+    if "shapes" in results:
+        minutes = results["shapes"]["minutes"]
+        lines += [f"**2. Short runs: each cut continued by {minutes:g} minutes of the campaign's "
+                  "distillation** (consistent teaching, 1 thread each, side by side).", "",
+                  "| shape | campaign line | start | after | images | stress mean |",
+                  "|---|---|---|---|---|---|"]
+        for name, row in results["shapes"].items():
+            if name == "minutes":
+                continue
+            lines.append(f"| {name} | `{row['line']}` | {fmt(row['start'])} | {fmt(row['end'])} "
+                         f"| {row['images']:,} | {row['end_stress_mean']} |")
+        lines.append("")
+    if "start" in results:
+        st = results["start"]
+        lines += [f"**3. LAFS against distillation from scratch at equal CPU time** ({st['shape']}, "
+                  f"{st['minutes']:g} minutes per arm, the cut's landmark CNN in both, the two arms "
+                  "side by side at 1 thread each).", "",
+                  "| arm | pretraining min | distillation min | images distilled | CelebA TAR@1e-3 "
+                  "| stress mean |", "|---|---|---|---|---|---|"]
+        for arm in ("lafs", "scratch"):
+            row = st[arm]
+            lines.append(f"| {arm} | {row.get('pretrain_minutes', 0):.1f} | "
+                         f"{row['train_minutes']:.1f} | {row['images']:,} | {fmt(row['end'])} | "
+                         f"{row['end_stress_mean']} |")
+        lines.append("")
+    lines += [f"- {note}" for note in results.get("notes", [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results: dict) -> None:
+    write_json(RESULT, results)
+    (RESULTS / "landmark_student.md").write_text(fragment(results))
+    subprocess.run([sys.executable, str(Path(__file__).parent / "report.py")], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("cut", "shapes", "start"))
+    parser.add_argument("stage", choices=("cut", "shapes", "start", "report"))
     parser.add_argument("--minutes", type=float, default=20.0, help="training minutes per arm")
     parser.add_argument("--shape", default="64-lm-d5", help="start: a cut's slug")
     args = parser.parse_args()
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     if args.stage == "cut":
         results["cut"] = cut_shapes()
+    elif args.stage == "report":
+        pass
     elif args.stage == "shapes":
         results["shapes"] = {"minutes": args.minutes, **shapes(args.minutes)}
     else:
         shape = next(s for s in SHAPES if slug(s) == args.shape)
         results["start"] = {"shape": shape, "minutes": args.minutes, **start(shape, args.minutes)}
-    write_json(RESULT, results)
+    write_report(results)
 
 
 if __name__ == "__main__":

@@ -273,3 +273,29 @@ def test_keep_landmarks_is_the_models_own_landmark_subset_path():
     torch.testing.assert_close(emb, reference, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="distinct"):
         keep_landmarks(full, [0, 0, 1])
+
+
+def test_recalibrated_batchnorm_holds_the_statistics_of_the_given_data():
+    """After recalibration each BN layer's running mean/var are those of its input over the given
+    batches (computed here directly from the layer's input), whatever they were before."""
+    from lafs_edge.models.batchnorm import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 2, 1), torch.nn.BatchNorm2d(2))
+    net.train()
+    for _ in range(20):   # stale statistics from other data
+        net(torch.randn(8, 3, 10, 10) * 3 + 5)
+    batches = [torch.randn(6, 3, 10, 10) for _ in range(3)]
+    assert recalibrate_batchnorm(net, batches) == 2
+    assert not net.training and net[1].momentum == 0.1
+    with torch.no_grad():
+        first = torch.cat([net[0](b) for b in batches])
+    torch.testing.assert_close(net[1].running_mean, first.mean((0, 2, 3)), atol=1e-5, rtol=1e-5)
+    # the cumulative average of per-batch unbiased variances (equal-sized batches)
+    per_batch = torch.stack([net[0](b).detach().var((0, 2, 3), unbiased=True) for b in batches])
+    torch.testing.assert_close(net[1].running_var, per_batch.mean(0), atol=1e-5, rtol=1e-5)
+    before = net[1].running_mean.clone()
+    with pytest.raises(ValueError, match="at least one batch"):
+        recalibrate_batchnorm(net, iter([]))
+    assert torch.equal(net[1].running_mean, before)   # nothing reset on a refusal

@@ -192,5 +192,6 @@ def keep_landmarks(model: PartViT, keep: list[int]) -> PartViT:
         weight = state["pool_proj.weight"]
         per_landmark = weight.reshape(weight.shape[0], model.num_landmarks, -1)[:, index]
         state["pool_proj.weight"] = per_landmark.flatten(1) * (model.num_landmarks / len(keep))
+    assert isinstance(small, PartViT)  # the registry builds the same arch it was given
     small.load_state_dict(state)
     return small
