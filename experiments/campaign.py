@@ -2,8 +2,8 @@
 on any machine, from state committed in the repository.
 
     python experiments/campaign.py --student mobilefacenet --hours 2     # one stint
-    python experiments/campaign.py --student mobilefacenet --evaluate    # the curve's last point again
     python experiments/campaign.py --student mobilefacenet --preset gpu --hours 1   # one GPU
+    python experiments/campaign.py --student mobilefacenet --hours 2 --ship   # a stint, then ship if better
 
 What a stint does:
 1. Continue from `experiments/campaign/<student>/`: `checkpoint.pt` (the student and its projection
@@ -20,7 +20,10 @@ What a stint does:
 3. After every chunk: evaluate (experiments/wild_eval.py: CelebA eval identities, all pairs,
    bootstrap spread; the illumination stress set), add the point to the curve, commit-ready state.
 4. Write docs/results/campaign.{md,json,png} and docs/results.md. `--ship` puts a student whose
-   CelebA TAR@FAR1e-3 beats the shipped one by more than its spread into the package.
+   CelebA TAR@FAR1e-3 beats the shipped one by more than its spread into the package (weights,
+   threshold, model card), rewrites the README's table from the package
+   (`edge_students.py --package`) and runs the quickstart; if either fails, the previous files
+   are put back.
 
 A line (`--line NAME --set KEY=VALUE ...`) is a campaign of its own from step 0 with a changed
 recipe (an A/B arm, or another start: `--set init=path/model.pt`); its recipe is fixed once it has
@@ -185,6 +188,10 @@ def write_run_checkpoint(folder: Path, step: int, modules: dict, optimizer: dict
     from lafs_edge.train.engine.state import STATE_FORMAT, rng_state, seed_everything
 
     seed_everything(seed)
+    if config["distill"]["ema_decay"] > 0 and "average" not in modules:
+        # a line that averages from here on: the average starts at the student's weights
+        modules = {**modules, "average": {k[len("model."):]: v for k, v in modules["student"].items()
+                                          if k.startswith("model.")}}
     steps_per_epoch = pool_size() // int(config["optim"]["batch_size"])
     state = {"format": STATE_FORMAT, "step": step, "world": 1, "modules": modules,
              "optimizer": optimizer, "scaler": {}, "schedule": {"step": step},
@@ -534,7 +541,7 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
         else:
             initial_checkpoint(student, recipe, folder, cfg)
     if not state["curve"]:
-        (folder / "model.pt").exists() or export_start(folder, cfg)
+        (folder / "model.pt").exists() or export_latest(folder, cfg)
         state["curve"].append(point(state, evaluate_student(folder / "model.pt"), 0.0))
         save_state(state, saved)
     # `hours` of training from here (setup and the first point do not count); each chunk is a
@@ -585,18 +592,111 @@ def stint_command(student: str, preset: str, hours: float, line: str | None,
     return shlex.join(words)
 
 
-def export_start(folder: Path, cfg: dict) -> None:
-    """model.pt of the step-0 checkpoint (the curve's first point)."""
+def export_latest(folder: Path, cfg: dict) -> None:
+    """model.pt of the run folder's latest checkpoint (step 0: the curve's first point)."""
     import torch
 
     from lafs_edge.models import create_model, save_checkpoint
 
     rank = latest_rank_file(folder)
     assert rank is not None
-    state = torch.load(rank, map_location="cpu", weights_only=True)["modules"]["student"]
+    modules = torch.load(rank, map_location="cpu", weights_only=True)["modules"]
     model = create_model(cfg["model"]["arch"], **cfg["model"]["overrides"])
-    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    if "average" in modules:   # distill.ema_decay > 0: what the trainer exports too
+        model.load_state_dict(modules["average"])
+    else:
+        model.load_state_dict({k[len("model."):]: v for k, v in modules["student"].items()
+                               if k.startswith("model.")})
     save_checkpoint(model, folder / "model.pt")
+
+
+# --- shipping -------------------------------------------------------------------------------
+
+THRESHOLD_SOURCE = ("cosine at FAR 1e-3 over all 545,882 impostor pairs of the CelebA eval "
+                    "identities, PyTorch fp32 (experiments/wild_eval.py)")
+
+
+def better_than_shipped(new: dict, shipped: dict) -> bool:
+    """A CelebA TAR@FAR1e-3 figure that beats the shipped one by more than its own bootstrap
+    spread, and by at least 0.01."""
+    return new["tar"] - shipped["tar"] > max(new["std"], 0.01)
+
+
+def ship_card(state: dict, figures: dict, shipped: dict, teacher: dict):
+    """The model card of a campaign student: how it was trained (every stint's command) and its
+    figures beside the student it replaces and the teacher's."""
+    from edge_students import TERMS
+    from lafs_edge.models.shipping import ModelCard
+
+    recipe, conditions = state["recipe"], list(wild_eval.RELIGHT)
+    name = campaign_name(state["student"], state["preset"], state.get("line"))
+    start = f"`{recipe['init']}`" if recipe.get("init") else "the previously shipped weights"
+    training = [
+        f"Campaign line `{name}` (experiments/campaign.py; state in `experiments/campaign/{name}/`): "
+        f"distilled from face-reidentification-retail-0095 (its FP16-INT8 IR) by consistent "
+        f"teaching: the teacher embeds, in the data loader's worker, the exact degraded view the "
+        f"student sees (distill.targets=loader), cosine loss through a linear projection to its "
+        f"256-d. Started from {start}; {state['images_seen']:,} images seen "
+        f"({state['images_seen'] / pool_size():.1f} passes over the {pool_size():,}-face pool). "
+        + (f"BatchNorm statistics re-estimated on {recipe['bn_faces']} clean pool faces. "
+           if recipe.get("bn_faces") else "")
+        + f"Recipe: `{json.dumps(recipe, separators=(', ', ': '))}`.", "",
+        "Stints (each continues the committed state):", "",
+        *[f"- {s['start_step']} -> {s['end_step']} steps, {s['minutes']:.0f} min on {s['machine']}: "
+          f"`{s['command']}`" for s in state["stints"]]]
+    accuracy = [
+        "CelebA eval identities (44 people never in the pool), TAR at FAR 1e-3 over all 13,271 "
+        "genuine and 545,882 impostor pairs ± the std of an identity bootstrap; the stress set is "
+        "each crop relit (experiments/wild_eval.py).", "",
+        "| model | CelebA TAR@1e-3 | " + " | ".join(conditions) + " | stress mean |",
+        "|---|---|" + "---|" * len(conditions) + "---|"]
+    for label, fig in (("this student", figures), ("the student it replaces", shipped),
+                       ("teacher FP16", teacher["FP16"])):
+        accuracy.append(f"| {label} | {fmt(fig['celeba'])} | "
+                        + " | ".join(f"{fig['stress'][c]['tar']:.3f}" for c in conditions)
+                        + f" | {fig['stress_mean']:.3f} |")
+    return ModelCard(THRESHOLD_SOURCE, training, accuracy, TERMS)
+
+
+def ship_if_better(student: str, preset: str, line: str | None) -> bool:
+    """Put the line's latest student into the package when `better_than_shipped`; then the
+    README's table from the package (edge_students.py --package) and `make quickstart`'s check,
+    which puts the previous files back if it fails."""
+    from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped, weights_file
+    from lafs_edge.models.shipping import ship_student
+
+    state = read_state(student, preset, line)
+    folder = run_dir(student, preset, line)
+    cfg = resolved_config(distill_argv(student, state["recipe"], folder, state["step"]))
+    if run_step(folder) != state["step"]:
+        expand(state_dir(student, preset, line) / "checkpoint.pt", folder, cfg)
+    export_latest(folder, cfg)
+    if state["recipe"].get("bn_faces"):
+        recalibrate(folder / "model.pt", int(state["recipe"]["bn_faces"]))
+    figures, current = evaluate_student(folder / "model.pt"), evaluate_student(weights_file(student))
+    name = campaign_name(student, preset, line)
+    if not better_than_shipped(figures["celeba"], current["celeba"]):
+        print(f"{name}: CelebA TAR@1e-3 {fmt(figures['celeba'])} against the shipped "
+              f"{fmt(current['celeba'])}: not shipped", flush=True)
+        return False
+    entry = shipped()[student]
+    previous = {p: p.read_bytes() for p in (WEIGHTS / entry["file"], WEIGHTS / entry["card"], INDEX,
+                                            REPO / "README.md", REPO / "docs" / "deploy.md")}
+    ship_student(student, folder / "model.pt", figures["celeba"]["threshold"],
+                 ship_card(state, figures, current, teacher_figures()))
+    for argv in ([sys.executable, "experiments/edge_students.py", "--package"],
+                 [sys.executable, "-m", "lafs_edge.apps.quickstart"]):
+        print("$ " + shlex.join(argv), flush=True)
+        if subprocess.run(argv, cwd=REPO).returncode:
+            from lafs_edge.fileio import atomic_write
+
+            for path, data in previous.items():
+                with atomic_write(path) as f:
+                    f.write(data)
+            raise SystemExit(f"{shlex.join(argv)} failed with {name}'s student: the previous "
+                             f"{student} is back in the package")
+    print(f"{name}: shipped ({fmt(figures['celeba'])} against {fmt(current['celeba'])})", flush=True)
+    return True
 
 
 def save_state(state: dict, folder: Path) -> None:
@@ -627,13 +727,20 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe value for a line's first stint (JSON value), e.g. lr=3e-4")
     parser.add_argument("--report", action="store_true", help="only rewrite the report")
+    parser.add_argument("--ship", action="store_true",
+                        help="after the stint: put each student into the package if it beats the "
+                             "shipped one by more than its spread (and 0.01), then regenerate the "
+                             "README's table and check `make quickstart`")
     args = parser.parse_args()
     students = args.student or ["mobilefacenet"]
     settings = parse_settings(args.set)
     if not args.report:
         for student in students:
-            stint(student, args.preset, args.hours / len(students), args.chunk_minutes, args.nice,
-                  args.threads, args.line, settings)
+            if args.hours > 0:
+                stint(student, args.preset, args.hours / len(students), args.chunk_minutes,
+                      args.nice, args.threads, args.line, settings)
+            if args.ship:
+                ship_if_better(student, args.preset, args.line)
     states = {p.name: json.loads((p / "state.json").read_text())
               for p in sorted(STATE.iterdir()) if (p / "state.json").is_file()}
     write_report(states, teacher_figures())

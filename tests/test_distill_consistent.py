@@ -224,6 +224,8 @@ def test_campaign_lines_fix_their_recipe_and_scale_every_degradation(tmp_path, m
     assert campaign.read_state("mobilefacenet", "cpu", "arm", {"lr": 3e-4})["step"] == 0
     with pytest.raises(SystemExit, match="has started"):
         campaign.read_state("mobilefacenet", "cpu", "arm", {"lr": 1e-3})
+    evaluated = campaign.read_state("mobilefacenet", "cpu", "arm", {"bn_faces": 0})
+    assert evaluated["recipe"]["bn_faces"] == 0 and evaluated["recipe"]["lr"] == 3e-4
     with pytest.raises(SystemExit, match="unknown recipe keys"):
         campaign.read_state("mobilefacenet", "cpu", "other", {"learning_rate": 1e-3})
     with pytest.raises(SystemExit, match="KEY=VALUE"):
@@ -238,3 +240,33 @@ def test_campaign_lines_fix_their_recipe_and_scale_every_degradation(tmp_path, m
     for key in ("jitter_prob", "grayscale_prob", "blur_prob"):
         assert cfg["augment"][key] == pytest.approx(base[key] / 2), key
     assert cfg["augment"]["hard"]["gamma"] == base["hard"]["gamma"]   # strengths unchanged
+
+
+def test_campaign_ships_only_past_the_spread_with_a_card_of_its_stints(tmp_path):
+    campaign = campaign_module("campaign")
+    shipped = {"tar": 0.48, "std": 0.04}
+    assert not campaign.better_than_shipped({"tar": 0.51, "std": 0.04}, shipped)  # inside spread
+    assert not campaign.better_than_shipped({"tar": 0.485, "std": 0.001}, shipped)  # < 0.01
+    assert campaign.better_than_shipped({"tar": 0.53, "std": 0.04}, shipped)
+
+    from lafs_edge.models import create_model, load_model, save_checkpoint
+    from lafs_edge.models.shipping import ship_student
+
+    conditions = list(campaign.wild_eval.RELIGHT)
+
+    def figures(tar: float) -> dict:
+        return {"celeba": {"tar": tar, "std": 0.03, "threshold": 0.41},
+                "stress": {c: {"tar": tar - 0.05} for c in conditions}, "stress_mean": tar - 0.05}
+
+    state = campaign.read_state("mobilefacenet", "cpu", "arm", {"lr": 3e-4})
+    state.update(step=3000, images_seen=192000, stints=[
+        {"start_step": 0, "end_step": 3000, "minutes": 130.0, "machine": "x86_64",
+         "command": "python experiments/campaign.py --student mobilefacenet --line arm"}])
+    teacher = {"FP16": figures(0.905)}
+    card = campaign.ship_card(state, figures(0.6), figures(0.48), teacher)
+    save_checkpoint(create_model("mobilefacenet"), tmp_path / "model.pt")
+    entry = ship_student("mobilefacenet", tmp_path / "model.pt", 0.41, card, weights=tmp_path / "w")
+    text = (tmp_path / "w" / entry["card"]).read_text()
+    assert "192,000 images seen" in text and "--line arm" in text and "0.600 ± 0.030" in text
+    assert "0.480 ± 0.030" in text and "0.905" in text and "non-commercial" in text
+    assert load_model(tmp_path / "w" / entry["file"]).embedding_dim == 128

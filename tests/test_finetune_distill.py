@@ -4,6 +4,7 @@ OpenVINO teacher from a YAML, projection, landmark and margin terms), with smoke
 faces that fall and resume."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -249,6 +250,50 @@ def test_continued_distillation_keeps_its_projection(tmp_path):
     other = tiny_checkpoint(tmp_path / "other.pt", seed=5, dim=48)
     fresh = distill_task(tmp_path / "fresh", other, f"model.init={tmp_path / 'first.pt'}")
     assert not torch.equal(fresh.student.projection.weight, first.student.projection.weight)
+
+
+def test_weight_average_is_an_ema_of_parameters_and_batchnorm_statistics():
+    from lafs_edge.train.distill import update_average
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    average = copy.deepcopy(model).requires_grad_(False)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()(torch.randn(8, 4))            # new BatchNorm statistics
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    update_average(average, model, 0.9)
+    live = model.state_dict()
+    for key, value in average.state_dict().items():
+        expected = live[key] if key.endswith("num_batches_tracked") else \
+            0.9 * start[key] + 0.1 * live[key]
+        torch.testing.assert_close(value, expected, msg=key)
+
+
+def test_averaged_student_is_exported_and_survives_a_resume(tmp_path):
+    """distill.ema_decay: model.pt is the average (not the live student), and a run stopped and
+    resumed exports the same average as one that ran straight through."""
+    teacher = tiny_checkpoint(tmp_path / "teacher.pt", seed=3, dim=48)
+    args = ["train", "distill", f"distill.teacher={teacher}", "model.arch=part_fvit_tiny",
+            TINY_OVERRIDES, "data.format=synthetic", "data.synthetic_size=32",
+            "data.num_workers=0", "optim.batch_size=4", "optim.max_steps=6", "optim.lr=1e-2",
+            "distill.ema_decay=0.5", "train.checkpoint_every=3", "train.progress=false",
+            "train.precision=fp32"]
+    assert main([*args, f"output_dir={tmp_path / 'straight'}"]) == 0
+    assert main([*args, f"output_dir={tmp_path / 'resumed'}", "train.stop_after=3"]) == 0
+    assert main([*args, f"output_dir={tmp_path / 'resumed'}"]) == 0
+    straight = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    assert straight["averaged"] == {"ema_decay": 0.5}
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
+    last = torch.load(tmp_path / "straight" / "checkpoints" / "step_00000006" / "rank00000.pt",
+                      weights_only=True)["modules"]
+    live = {k[len("model."):]: v for k, v in last["student"].items() if k.startswith("model.")}
+    assert not torch.equal(live["pos_embed"], straight["state_dict"]["pos_embed"])
+    torch.testing.assert_close(last["average"]["pos_embed"], straight["state_dict"]["pos_embed"])
+    assert main([*args, f"output_dir={tmp_path / 'bad'}", "distill.ema_decay=1.0"]) == 2
 
 
 def test_landmark_distillation_needs_matching_counts(tmp_path, capsys):

@@ -26,6 +26,7 @@ off the training process (the issue-21 campaign's mode). Fixed (cached) targets 
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from lafs_edge.align import CROP_SIZE
 from lafs_edge.errors import UserError
 from lafs_edge.models import FaceModel, PartViT, create_model, load_model, save_checkpoint
 from lafs_edge.models.registry import read_checkpoint
+from lafs_edge.train.dino import ema_update
 from lafs_edge.train.distill_losses import embedding_loss, relational_loss
 from lafs_edge.train.distill_views import ConsistentViews, DistillViews, MirrorTarget, TeacherCollate
 from lafs_edge.train.engine import (DistInfo, SeededDataset, Task, Trainer, TrainResult,
@@ -88,6 +90,7 @@ class DistillTask(Task):
             self.head = self.margin_loss if self.sharded else wrap_ddp(self.margin_loss, info)
         self.photometric = Photometric.from_config(cfg["augment"])
         self.bank = self.build_bank() if d["relational_weight"] > 0 else None
+        self.average = copy.deepcopy(model).requires_grad_(False) if d["ema_decay"] > 0 else None
 
     def build_bank(self) -> torch.Tensor:
         """Unit teacher embeddings of the pool's clean crops (the cached targets' first view),
@@ -144,7 +147,13 @@ class DistillTask(Task):
         modules: dict[str, nn.Module] = {"student": self.student}
         if self.margin_loss is not None:
             modules["head"] = self.margin_loss
+        if self.average is not None:
+            modules["average"] = self.average
         return modules
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        if self.average is not None:
+            update_average(self.average, self.student.model, self.cfg["distill"]["ema_decay"])
 
     def param_groups(self) -> list[dict[str, Any]]:
         modules = [self.student] + ([self.margin_loss] if self.margin_loss is not None else [])
@@ -211,9 +220,23 @@ class DistillTask(Task):
     def export(self, path: Path, **extra: Any) -> None:
         # The projection is not part of the model; kept beside it to measure teacher cosines.
         projection = {k: v.detach().cpu() for k, v in self.student.projection.state_dict().items()}
-        save_checkpoint(self.student.model, path,
+        if self.average is not None:
+            extra["averaged"] = {"ema_decay": self.cfg["distill"]["ema_decay"]}
+        save_checkpoint(self.average or self.student.model, path,
                         distill={"teacher": self.teacher.name, "loss": self.cfg["distill"]["loss"],
                                  "projection": projection}, **extra)
+
+
+@torch.no_grad()
+def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model: the trained parameters (dino.ema_update)
+    and the float buffers (BatchNorm statistics, which belong to the averaged weights)."""
+    ema_update(average, model, decay)
+    for kept, live in zip(average.buffers(), model.buffers(), strict=True):
+        if kept.is_floating_point():
+            kept.lerp_(live, 1 - decay)
+        else:
+            kept.copy_(live)
 
 
 def build_dataset(cfg: dict[str, Any], info: DistInfo | None = None) -> tuple[SeededDataset, int]:

@@ -59,6 +59,7 @@ class Distill:
     relational_weight: NonNegative
     relational_temp: Positive
     relational_anchors: AtLeastOne
+    ema_decay: Annotated[float, Range("[0, 1)")]
 
 
 @dataclass
