@@ -16,7 +16,7 @@ from lafs_edge.cli import main
 from lafs_edge.image import read_image
 from lafs_edge.train.config import load_config
 from lafs_edge.train.distill import loader_collate
-from lafs_edge.train.distill_losses import relational_loss
+from lafs_edge.train.distill_losses import embedding_loss, relational_loss
 from lafs_edge.train.distill_views import (ILLUMINATION, ConsistentViews, TeacherCollate, degrade,
                                            erase, jpeg, low_resolution, mixed)
 from lafs_edge.train.sources import normalise, student_matrix, template_change, warp
@@ -107,6 +107,26 @@ def test_relational_loss_is_the_kl_of_similarity_distributions():
     q = F.softmax(F.normalize(student, dim=1) @ bank.T / 0.1, 1)
     expected = (p * (p.log() - q.log())).sum(1).mean()
     assert torch.allclose(relational_loss(student, teacher, bank, 0.1), expected, atol=1e-5)
+
+
+def test_hard_example_emphasis_weighs_faces_by_their_share_of_the_loss():
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 8)
+    student = (teacher + torch.randn(6, 8) * torch.linspace(0.1, 2, 6)[:, None]).requires_grad_()
+    for kind in ("cosine", "l2"):
+        plain = embedding_loss(kind, student, teacher)
+        assert torch.equal(embedding_loss(kind, student, teacher, 0.0), plain)
+    per = (1 - F.cosine_similarity(student, teacher, dim=1)).detach().numpy()
+    w = (per / per.mean()) ** 2
+    w /= w.mean()
+    hard = embedding_loss("cosine", student, teacher, 2.0)
+    assert float(hard) == pytest.approx(float(np.mean(w * per)), rel=1e-5)
+    assert float(hard) > float(embedding_loss("cosine", student, teacher))
+    (grad_plain,) = torch.autograd.grad(embedding_loss("cosine", student, teacher), student)
+    (grad_hard,) = torch.autograd.grad(hard, student)
+    worst, best = int(np.argmax(per)), int(np.argmin(per))
+    share = lambda g: float(g[worst].norm() / g[best].norm())  # noqa: E731
+    assert share(grad_hard) > 10 * share(grad_plain)
 
 
 def test_the_teacher_embeds_exactly_the_view_the_student_gets(shared_data, shared_models,

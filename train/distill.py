@@ -11,7 +11,8 @@ Where each piece lives (`distill.targets` picks where the teacher's targets come
 - train/teacher_targets.py: the cached targets (each face's clean crop and mirror, embedded
   once), which are also the relational loss's bank.
 
-Loss = embedding_weight x (cosine: 1 - cos(P s, t) | l2: ||P s - t||^2 / D)
+Loss = embedding_weight x (cosine: 1 - cos(P s, t) | l2: ||P s - t||^2 / D), each face weighed by
+       (its term / the batch's mean) ** hard_gamma (0: a plain mean)
      + relational_weight x KL(p_teacher || p_student) over softmax similarities to a bank of the
        teacher's embeddings of the pool at temperature relational_temp (CompRess, 2020)
      + landmark_weight x mean squared landmark error / 112^2 (student landmark CNN follows the
@@ -196,7 +197,7 @@ class DistillTask(Task):
             student_views, teacher_views = self.augment(batch, step, micro)
             target, target_points = self.teacher(teacher_views)
         emb, projected, points = self.student_ddp(student_views)
-        loss = d["embedding_weight"] * embedding_loss(d["loss"], projected, target)
+        loss = d["embedding_weight"] * embedding_loss(d["loss"], projected, target, d["hard_gamma"])
         metrics = {"teacher_cosine": float(F.cosine_similarity(projected.detach().float(),
                                                                target, dim=1).mean())}
         if self.bank is not None:

@@ -13,14 +13,25 @@ import torch.nn.functional as F
 from lafs_edge.errors import UserError
 
 
-def embedding_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """cosine: mean 1 - cos(student, teacher); l2: mean squared difference (per dimension)."""
+def embedding_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor,
+                   hard_gamma: float = 0.0) -> torch.Tensor:
+    """cosine: mean 1 - cos(student, teacher); l2: mean squared difference (per dimension).
+    hard_gamma > 0 weighs each face by (its loss / the batch's mean loss) ** hard_gamma, the
+    weights (no gradient) rescaled to mean 1: the faces the student fits worst (a stranger's
+    near-twin, a harsh view) pull harder, the loss's scale stays that of the plain mean."""
     student, teacher = student.float(), teacher.float()
     if kind == "cosine":
-        return (1 - F.cosine_similarity(student, teacher, dim=1)).mean()
-    if kind == "l2":
-        return F.mse_loss(student, teacher)
-    raise UserError(f"distill.loss must be cosine or l2, got {kind!r}")
+        per_face = 1 - F.cosine_similarity(student, teacher, dim=1)
+    elif kind == "l2":
+        per_face = (student - teacher).pow(2).mean(1)
+    else:
+        raise UserError(f"distill.loss must be cosine or l2, got {kind!r}")
+    if hard_gamma == 0:
+        return per_face.mean()
+    with torch.no_grad():
+        weight = (per_face / per_face.mean().clamp_min(1e-12)).clamp_min(0) ** hard_gamma
+        weight = weight / weight.mean().clamp_min(1e-12)
+    return (weight * per_face).mean()
 
 
 def relational_loss(student: torch.Tensor, teacher: torch.Tensor, bank: torch.Tensor,

@@ -52,6 +52,7 @@ class Distill:
     loss: Literal["cosine", "l2"]
     projection: Literal["auto", "always", "never"]
     embedding_weight: NonNegative
+    hard_gamma: Annotated[float, Range("[0, 8]")]
     landmark_weight: NonNegative
     margin_weight: NonNegative
     targets: Literal["online", "loader", "cached"]
