@@ -290,3 +290,25 @@ def test_campaign_ships_only_past_the_spread_with_a_card_of_its_stints(tmp_path)
     assert "192,000 images seen" in text and "--line arm" in text and "0.600 ± 0.030" in text
     assert "0.480 ± 0.030" in text and "0.905" in text and "non-commercial" in text
     assert load_model(tmp_path / "w" / entry["file"]).embedding_dim == 128
+
+
+def test_campaign_line_that_averages_starts_its_average_at_the_student(shared_data, tmp_path):
+    """A run checkpoint written for a recipe with distill.ema_decay > 0 (the first start, or a
+    rebuild from committed state without an average) carries the student's weights as its
+    average, under the name the trainer restores."""
+    campaign = campaign_module("campaign")
+    from lafs_edge.models import create_model
+    from lafs_edge.train.distill import Student
+
+    state = campaign.read_state("mobilefacenet", "cpu", "avg",
+                                {"config": {"distill.ema_decay": 0.999}})
+    cfg = campaign.resolved_config(campaign.distill_argv("mobilefacenet", state["recipe"],
+                                                         tmp_path, 0))
+    assert cfg["distill"]["ema_decay"] == 0.999
+    student = Student(create_model("mobilefacenet"), torch.nn.Linear(128, 256))
+    campaign.write_run_checkpoint(tmp_path, 0, {"student": student.state_dict()},
+                                  {"state": {}, "param_groups": []}, cfg, 21)
+    modules = torch.load(campaign.latest_rank_file(tmp_path), weights_only=True)["modules"]
+    assert set(modules["average"]) == set(student.model.state_dict())
+    for key, value in student.model.state_dict().items():
+        assert torch.equal(modules["average"][key], value), key
