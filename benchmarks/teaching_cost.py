@@ -27,7 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
-from edge_students import DATA_ARG, POOL_LIST, pool_list  # noqa: E402
+from edge_students import DATA_ARG, pool_list  # noqa: E402
+
+from lafs_edge.models.pretrained import weights_file  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TEACHER = "train/configs/teachers/retail_0095_int8.yaml"
@@ -48,19 +50,13 @@ def face_list(faces: int, folder: Path) -> Path:
 def distill_argv(student: str, targets: str, faces: Path, steps: int, workers: int,
                  out: Path, cache: Path) -> list[str]:
     return ["lafs-edge", "train", "distill", "--config", "distill", f"model.arch={student}",
-            f"model.init={weights(student)}", f"distill.teacher={TEACHER}",
+            f"model.init={weights_file(student)}", f"distill.teacher={TEACHER}",
             f"distill.targets={targets}", f"distill.target_cache={cache}",
             "data.format=landmarks", f"data.root={DATA_ARG}", f"data.list_file={faces}",
             f"data.num_workers={workers if targets == 'loader' else 0}",
             "optim.batch_size=64", f"optim.max_steps={steps}", "optim.lr=3e-4",
             "optim.warmup_epochs=0", "train.precision=bf16", "train.checkpoint_every=1000000",
             "train.log_every=1", "train.progress=false", f"output_dir={out}"]
-
-
-def weights(student: str) -> Path:
-    from lafs_edge.models.pretrained import weights_file
-
-    return weights_file(student)
 
 
 def images_per_second(metrics: Path, batch: int = 64) -> float:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edge_students import DATA_ARG, POOL_LIST, RESULTS, pool_list  # noqa: E402
+from edge_students import DATA_ARG, POOL_LIST, RESULTS, pool_list, run  # noqa: E402
 from faces import REPO, celeba_eval_crops, embed_with, normalised, torch_embedder, write_json  # noqa: E402
 
 import wild_eval  # noqa: E402
@@ -190,8 +190,7 @@ def write_run_checkpoint(folder: Path, step: int, modules: dict, optimizer: dict
     seed_everything(seed)
     if config["distill"]["ema_decay"] > 0 and "average" not in modules:
         # a line that averages from here on: the average starts at the student's weights
-        modules = {**modules, "average": {k[len("model."):]: v for k, v in modules["student"].items()
-                                          if k.startswith("model.")}}
+        modules = {**modules, "average": model_weights(modules["student"])}
     steps_per_epoch = pool_size() // int(config["optim"]["batch_size"])
     state = {"format": STATE_FORMAT, "step": step, "world": 1, "modules": modules,
              "optimizer": optimizer, "scaler": {}, "schedule": {"step": step},
@@ -201,6 +200,11 @@ def write_run_checkpoint(folder: Path, step: int, modules: dict, optimizer: dict
     name = f"step_{step:08d}"
     atomic_torch_save(state, folder / "checkpoints" / name / "rank00000.pt")
     write_text_atomic(folder / "checkpoints" / "latest", name + "\n")
+
+
+def model_weights(student_state: dict) -> dict:
+    """The model's weights in a `Student` (model + projection) state dict."""
+    return {k[len("model."):]: v for k, v in student_state.items() if k.startswith("model.")}
 
 
 def latest_rank_file(folder: Path) -> Path | None:
@@ -252,13 +256,17 @@ def initial_checkpoint(student: str, recipe: dict, folder: Path, cfg: dict) -> N
                          int(cfg["seed"]))
 
 
-def cached_projection_data(model, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`projection_data`, kept by the weights' hash (lines from one start share it)."""
+def weights_digest(state_dict: dict) -> str:
+    """The first 24 hex digits of the sha256 of a state dict's values (as fp32): the key of the
+    campaign's caches, so lines from one start share their projection data and first point."""
     from lafs_edge.hashing import sha256_bytes
 
-    digest = sha256_bytes(b"".join(v.float().numpy().tobytes()
-                                   for v in model.state_dict().values()))
-    cache = RUNS / "projection_cache" / f"{digest[:24]}-{count}-{seed}.npz"
+    return sha256_bytes(b"".join(v.float().numpy().tobytes() for v in state_dict.values()))[:24]
+
+
+def cached_projection_data(model, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`projection_data`, kept by the weights' hash (lines from one start share it)."""
+    cache = RUNS / "projection_cache" / f"{weights_digest(model.state_dict())}-{count}-{seed}.npz"
     if cache.is_file():
         saved = np.load(cache)
         return saved["student"], saved["teacher"]
@@ -399,17 +407,22 @@ def recalibrate(model_pt: Path, faces: int) -> None:
 def evaluate_student(model_pt: Path) -> dict:
     """The wild_eval report of a model.pt; kept by the weights' hash (lines from one start share
     their first point)."""
-    from lafs_edge.hashing import sha256_bytes
     from lafs_edge.models import load_model
 
-    state = load_model(model_pt).state_dict()
-    digest = sha256_bytes(b"".join(v.float().numpy().tobytes() for v in state.values()))
-    cache = RUNS / "eval_cache" / f"{digest[:24]}.json"
+    cache = RUNS / "eval_cache" / f"{weights_digest(load_model(model_pt).state_dict())}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     figures = evaluate_model(model_pt)
     write_json(cache, figures)
     return figures
+
+
+def evaluate_line_model(model_pt: Path, recipe: dict) -> dict:
+    """A line's exported model.pt scored as its recipe says: BatchNorm statistics re-estimated
+    on `bn_faces` clean pool faces first (in place), then `evaluate_student`."""
+    if recipe.get("bn_faces"):
+        recalibrate(model_pt, int(recipe["bn_faces"]))
+    return evaluate_student(model_pt)
 
 
 def evaluate_model(model_pt: Path) -> dict:
@@ -563,9 +576,7 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
         state["step"] = run_step(folder)
         state["images_seen"] = state["step"] * recipe["batch"]
         compact(rank, saved / "checkpoint.pt")
-        if recipe.get("bn_faces"):
-            recalibrate(folder / "model.pt", int(recipe["bn_faces"]))
-        state["curve"].append(point(state, evaluate_student(folder / "model.pt"),
+        state["curve"].append(point(state, evaluate_line_model(folder / "model.pt", recipe),
                                     (time.time() - started) / 60))
         save_state(state, saved)
         print(f"{campaign_name(student, preset, line)}: step {state['step']}, images "
@@ -602,11 +613,8 @@ def export_latest(folder: Path, cfg: dict) -> None:
     assert rank is not None
     modules = torch.load(rank, map_location="cpu", weights_only=True)["modules"]
     model = create_model(cfg["model"]["arch"], **cfg["model"]["overrides"])
-    if "average" in modules:   # distill.ema_decay > 0: what the trainer exports too
-        model.load_state_dict(modules["average"])
-    else:
-        model.load_state_dict({k[len("model."):]: v for k, v in modules["student"].items()
-                               if k.startswith("model.")})
+    # distill.ema_decay > 0: the average, what the trainer exports too
+    model.load_state_dict(modules.get("average") or model_weights(modules["student"]))
     save_checkpoint(model, folder / "model.pt")
 
 
@@ -671,9 +679,8 @@ def ship_if_better(student: str, preset: str, line: str | None) -> bool:
     if run_step(folder) != state["step"]:
         expand(state_dir(student, preset, line) / "checkpoint.pt", folder, cfg)
     export_latest(folder, cfg)
-    if state["recipe"].get("bn_faces"):
-        recalibrate(folder / "model.pt", int(state["recipe"]["bn_faces"]))
-    figures, current = evaluate_student(folder / "model.pt"), evaluate_student(weights_file(student))
+    figures = evaluate_line_model(folder / "model.pt", state["recipe"])
+    current = evaluate_student(weights_file(student))
     name = campaign_name(student, preset, line)
     if not better_than_shipped(figures["celeba"], current["celeba"]):
         print(f"{name}: CelebA TAR@1e-3 {fmt(figures['celeba'])} against the shipped "
@@ -686,8 +693,7 @@ def ship_if_better(student: str, preset: str, line: str | None) -> bool:
                  ship_card(state, figures, current, teacher_figures()))
     for argv in ([sys.executable, "experiments/edge_students.py", "--package"],
                  [sys.executable, "-m", "lafs_edge.apps.quickstart"]):
-        print("$ " + shlex.join(argv), flush=True)
-        if subprocess.run(argv, cwd=REPO).returncode:
+        if run(argv, check=False):
             from lafs_edge.fileio import atomic_write
 
             for path, data in previous.items():
