@@ -37,7 +37,7 @@ import numpy as np
 
 from lafs_edge.apps.group_photos import CAST
 from lafs_edge.errors import UserError
-from lafs_edge.runtime.shipped import DEFAULT_STUDENT
+from lafs_edge.runtime.shipped import default_student
 
 EXPORT_TARGETS = ("openvino", "tflite", "coreml")
 
@@ -260,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=6, help="generated photos per person")
     parser.add_argument("--steps", type=int, default=8, help="training steps per stage")
     parser.add_argument("--batch", type=int, default=8, help="training batch size")
-    parser.add_argument("--student", default=DEFAULT_STUDENT,
-                        help="the shipped student to export and run on the device")
+    parser.add_argument("--student", default=None,
+                        help="the shipped student to export and run on the device (default: the "
+                             "one the device commands use, `default_student()`)")
     parser.add_argument("--targets", default=",".join(EXPORT_TARGETS),
                         help="export targets, comma-separated (the first one runs the demo)")
     args = parser.parse_args(argv)
@@ -280,6 +281,7 @@ def run_all(args: argparse.Namespace, produced: Produced) -> None:
     from lafs_edge.models.pretrained import shipped
 
     out = args.out
+    args.student = args.student or default_student()
     if args.data is not None:   # bad input stops before anything runs
         from lafs_edge.image_folders import scan_labelled
 

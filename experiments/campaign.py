@@ -23,7 +23,9 @@ What a stint does:
    CelebA TAR@FAR1e-3 beats the shipped one by more than its spread into the package (weights,
    threshold, model card), rewrites the README's table from the package
    (`edge_students.py --package`) and runs the quickstart; if either fails, the previous files
-   are put back.
+   are put back. Before those, it times the int8 export against the latency reference
+   (benchmarks/edge_latency.py) and records the CelebA TAR and that ratio in the package's index
+   (`--figures` alone): the default student is the most accurate within 1.5x the reference.
 
 A line (`--line NAME --set KEY=VALUE ...`) is a campaign of its own from step 0 with a changed
 recipe (an A/B arm, or another start: `--set init=path/model.pt`); its recipe is fixed once it has
@@ -56,6 +58,10 @@ STATE = REPO / "experiments" / "campaign"
 RUNS = REPO / "runs" / "campaign"
 TEACHER = "train/configs/teachers/retail_0095_int8.yaml"
 TARGET_CACHE = "runs/teacher_targets_pool_retail0095_int8.pt"
+LATENCY_RESULTS = (REPO / "benchmarks" / "results" / "edge_latency.md",
+                   REPO / "benchmarks" / "results" / "edge_latency.json")
+LATENCY_BENCH = [sys.executable, "benchmarks/edge_latency.py", "--pretrained",
+                 "--out", "benchmarks/results/edge_latency"]
 # The schedule's keys (batch, lr, min_lr, warmup_images, total_images, seed) never change once a
 # campaign has started; a loss or augmentation change between stints is recorded with the stint.
 # bn_faces: the BatchNorm statistics of each exported model.pt re-estimated on this many clean pool
@@ -688,10 +694,13 @@ def ship_if_better(student: str, preset: str, line: str | None) -> bool:
         return False
     entry = shipped()[student]
     previous = {p: p.read_bytes() for p in (WEIGHTS / entry["file"], WEIGHTS / entry["card"], INDEX,
-                                            REPO / "README.md", REPO / "docs" / "deploy.md")}
+                                            REPO / "README.md", REPO / "docs" / "deploy.md",
+                                            *LATENCY_RESULTS)}
     ship_student(student, folder / "model.pt", figures["celeba"]["threshold"],
-                 ship_card(state, figures, current, teacher_figures()))
-    for argv in ([sys.executable, "experiments/edge_students.py", "--package"],
+                 ship_card(state, figures, current, teacher_figures()),
+                 figures={"celeba_tar": figures["celeba"]["tar"]})
+    for argv in (LATENCY_BENCH, [sys.executable, "experiments/campaign.py", "--figures"],
+                 [sys.executable, "experiments/edge_students.py", "--package"],
                  [sys.executable, "-m", "lafs_edge.apps.quickstart"]):
         if run(argv, check=False):
             from lafs_edge.fileio import atomic_write
@@ -703,6 +712,38 @@ def ship_if_better(student: str, preset: str, line: str | None) -> bool:
                              f"{student} is back in the package")
     print(f"{name}: shipped ({fmt(figures['celeba'])} against {fmt(current['celeba'])})", flush=True)
     return True
+
+
+def record_package_figures() -> None:
+    """Write what picks the default student into the package's index (`celeba_tar`: this
+    campaign's CelebA evaluation of the shipped weights; `latency_ratio`: the int8 latency over
+    the reference's in benchmarks/results/edge_latency.json, run on the shipped weights by
+    LATENCY_BENCH), then name the default student."""
+    from lafs_edge.models.pretrained import shipped, weights_file
+    from lafs_edge.models.shipping import record_figures
+    from lafs_edge.runtime.shipped import LATENCY_TARGET, default_student
+
+    bench = json.loads(LATENCY_RESULTS[1].read_text())
+    if not bench.get("pretrained"):
+        raise SystemExit(f"{LATENCY_RESULTS[1]} timed random weights: run {shlex.join(LATENCY_BENCH)}")
+    for student in sorted(shipped()):
+        figures = {"celeba_tar": evaluate_student(weights_file(student))["celeba"]["tar"],
+                   "latency_ratio": latency_ratio(student, bench)}
+        record_figures(student, figures)
+        print(f"{student}: CelebA TAR@FAR1e-3 {figures['celeba_tar']:.3f}, int8 latency "
+              f"{figures['latency_ratio']:.2f}x the reference (target <= {LATENCY_TARGET})")
+    print(f"default student: {default_student()}")
+
+
+def latency_ratio(student: str, bench: dict) -> float:
+    """`student`'s OpenVINO int8 latency over the reference's in one edge_latency run: the
+    larger of the CPU plugin's two settings (f32 and its default, bf16 here)."""
+    ratios = [row["vs_peer_same_setting"] for row in bench["rows"]
+              if row["model"] == student and row["ir"] == "int8"]
+    if not ratios:
+        raise SystemExit(f"{LATENCY_RESULTS[1]} has no int8 timing of {student}: run "
+                         f"{shlex.join(LATENCY_BENCH)}")
+    return max(ratios)
 
 
 def save_state(state: dict, folder: Path) -> None:
@@ -733,6 +774,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe value for a line's first stint (JSON value), e.g. lr=3e-4")
     parser.add_argument("--report", action="store_true", help="only rewrite the report")
+    parser.add_argument("--figures", action="store_true",
+                        help="only record the shipped students' CelebA TAR and int8 latency ratio "
+                             "in the package's index (what picks the default student)")
     parser.add_argument("--ship", action="store_true",
                         help="after the stint: put each student into the package if it beats the "
                              "shipped one by more than its spread (and 0.01), then regenerate the "
@@ -740,6 +784,8 @@ def main() -> None:
     args = parser.parse_args()
     students = args.student or ["mobilefacenet"]
     settings = parse_settings(args.set)
+    if args.figures:
+        return record_package_figures()
     if not args.report:
         for student in students:
             if args.hours > 0:

@@ -48,7 +48,9 @@ def test_ctrl_c_at_any_moment_is_interrupted_and_exit_130(console_script, tmp_pa
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    if process.returncode == 2 and "error:" in err:
+    if "error:" in err and process.returncode in (2, -signal.SIGINT):
+        # The command had answered before the signal; a SIGINT that lands during interpreter
+        # shutdown (Python has put back the default handler) ends it as a shell's 130 too.
         pytest.skip("the command finished before the signal (a fast machine)")
     assert process.returncode == 130, err
     assert err.strip() == "interrupted", err

@@ -143,3 +143,75 @@ def test_edge_students_ships_through_the_package(weights, tmp_path, monkeypatch)
     assert "| mobilefacenet | pytorch-fp32 | 0.980 (0.010)" in card
     assert "part_fvit_tiny" not in card.split("## Accuracy")[1]   # only this student's rows
     assert card.endswith(edge_students.TERMS + "\n")
+
+
+# --- the default student: best CelebA TAR@FAR1e-3 within the latency target ----------------------
+
+def index_with(monkeypatch, folder, entries: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.json").write_text(json.dumps(entries))
+    monkeypatch.setattr(pretrained, "INDEX", folder / "index.json")
+
+
+@pytest.mark.parametrize("entries, expected", [
+    # the more accurate student is too slow: the best one within the target
+    ({"mobilefacenet": {"celeba_tar": 0.48, "latency_ratio": 1.05},
+      "part_fvit_tiny": {"celeba_tar": 0.60, "latency_ratio": 1.81}}, "mobilefacenet"),
+    # both within: the more accurate
+    ({"mobilefacenet": {"celeba_tar": 0.48, "latency_ratio": 1.05},
+      "part_fvit_tiny": {"celeba_tar": 0.60, "latency_ratio": 1.5}}, "part_fvit_tiny"),
+    # none within: the fastest
+    ({"mobilefacenet": {"celeba_tar": 0.48, "latency_ratio": 1.7},
+      "part_fvit_tiny": {"celeba_tar": 0.60, "latency_ratio": 1.6}}, "part_fvit_tiny"),
+    # a student without figures is never picked over one with them
+    ({"mobilefacenet": {}, "part_fvit_tiny": {"celeba_tar": 0.30, "latency_ratio": 1.4}},
+     "part_fvit_tiny"),
+])
+def test_the_default_student_is_the_most_accurate_within_the_latency_target(
+        monkeypatch, tmp_path, entries, expected):
+    from lafs_edge.runtime.shipped import default_student
+
+    index_with(monkeypatch, tmp_path / "weights", entries)
+    assert default_student() == expected
+
+
+def test_no_shipped_student_is_a_user_error(monkeypatch, tmp_path):
+    from lafs_edge.errors import UserError
+    from lafs_edge.runtime.shipped import default_checkpoint, default_student
+
+    index_with(monkeypatch, tmp_path / "weights", {})
+    for fn in (default_student, default_checkpoint):
+        with pytest.raises(UserError, match="pass --model"):
+            fn()
+
+
+def test_the_package_records_what_picks_its_default_student():
+    from lafs_edge.runtime.shipped import LATENCY_TARGET, default_student
+
+    index = shipped()
+    assert all({"celeba_tar", "latency_ratio"} <= entry.keys() for entry in index.values())
+    best = default_student()
+    assert index[best]["latency_ratio"] <= LATENCY_TARGET
+    assert all(entry["celeba_tar"] <= index[best]["celeba_tar"] for entry in index.values()
+               if entry["latency_ratio"] <= LATENCY_TARGET)
+
+
+def test_figures_are_recorded_checked_and_dropped_by_a_new_ship(weights, trained):
+    from lafs_edge.models.shipping import record_figures
+
+    before = shipped(weights)["mobilefacenet"]
+    entry = record_figures("mobilefacenet", {"celeba_tar": 0.51234, "latency_ratio": 1.1}, weights)
+    assert entry == {**before, "celeba_tar": 0.5123, "latency_ratio": 1.1}
+    assert shipped(weights)["mobilefacenet"] == entry
+    for bad, match in (({"speed": 1.0}, "unknown figures"),
+                       ({"celeba_tar": float("nan")}, "finite number"),
+                       ({"latency_ratio": -1}, "finite number")):
+        with pytest.raises(ValueError, match=match):
+            record_figures("mobilefacenet", bad, weights)
+    assert shipped(weights)["mobilefacenet"] == entry
+    with pytest.raises(ValueError, match="not shipped"):
+        record_figures("part_fvit_base", {"celeba_tar": 0.5}, weights)
+    shipped_entry = ship_student("mobilefacenet", trained, 0.4, CARD, weights,
+                                 figures={"celeba_tar": 0.6})
+    assert shipped_entry["celeba_tar"] == 0.6 and "latency_ratio" not in shipped_entry
+    assert shipped(weights)["part_fvit_tiny"] == shipped()["part_fvit_tiny"]   # others kept

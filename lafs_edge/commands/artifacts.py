@@ -12,14 +12,15 @@ import logging
 import os
 from pathlib import Path
 
-from lafs_edge.runtime.shipped import (DEFAULT_STUDENT, artifact_folder, artifact_name, cache_root,
+from lafs_edge.runtime.shipped import (artifact_folder, artifact_name, cache_root,
                                        cached_artifact, default_checkpoint, export_target)
 
 logger = logging.getLogger(__name__)
 
 
-def default_artifact(student: str = DEFAULT_STUDENT) -> Path:
-    """The artifact folder of the shipped `student`, exported on first use."""
+def default_artifact(student: str | None = None) -> Path:
+    """The artifact folder of the shipped `student` (default: `default_student()`), exported on
+    first use."""
     return checkpoint_artifact(default_checkpoint(student))
 
 

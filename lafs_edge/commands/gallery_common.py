@@ -76,11 +76,11 @@ def source_for(model: str | None, gallery=None) -> str:
     from pathlib import Path
 
     from lafs_edge.models.pretrained import shipped
-    from lafs_edge.runtime.shipped import DEFAULT_STUDENT
+    from lafs_edge.runtime.shipped import default_student
 
     value = model or (gallery.model_source if gallery is not None else None)
     if not value:
-        return DEFAULT_STUDENT
+        return default_student()
     return value if value in shipped() else str(Path(value).resolve())
 
 

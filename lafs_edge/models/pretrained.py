@@ -1,7 +1,8 @@
 """Shipped weights: trained students inside the package, as face_recognition ships
 `face_recognition_models` and InsightFace its model zoo.
 
-    lafs_edge/weights/index.json   {name: {"file", "sha256", "card"}}
+    lafs_edge/weights/index.json   {name: {"file", "sha256", "card", "celeba_tar", "latency_ratio"}}
+                                   (the figures pick the default student: runtime/shipped.py)
     lafs_edge/weights/<name>.pt    a lafs-edge checkpoint (fp16 tensors, loaded as fp32) with the
                                    open-set threshold measured for it (`checkpoint_threshold`)
     lafs_edge/weights/<name>.md    its model card: command, data, steps, accuracy, terms

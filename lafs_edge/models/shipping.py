@@ -9,7 +9,9 @@ same way:
                  open-set threshold measured for it, the threshold's one stored place
     <name>.md    the model card: how to load it, the file's size and sha256, the threshold and how
                  it was measured, then the study's Training, Accuracy and Terms sections
-    index.json   {name: {"file", "sha256", "card"}}, other entries kept
+    index.json   {name: {"file", "sha256", "card"} + the figures that pick the default student
+                 (`celeba_tar`, `latency_ratio`: lafs_edge.runtime.shipped.default_student)},
+                 other entries kept
 
 Every file is written atomically and the index last: it is what makes a student "shipped", so a
 crash part-way leaves the previous index pointing at files that still match it.
@@ -41,22 +43,56 @@ class ModelCard:
     terms: str              # the weights' licence terms (they follow the training data's)
 
 
+FIGURES = ("celeba_tar", "latency_ratio")
+
+
 def ship_student(name: str, checkpoint: str | os.PathLike, threshold: float, card: ModelCard,
-                 weights: str | os.PathLike | None = None) -> dict[str, str]:
+                 weights: str | os.PathLike | None = None,
+                 figures: dict[str, float] | None = None) -> dict[str, Any]:
     """Put the student trained into `checkpoint` (a lafs-edge model.pt of registry model `name`)
-    into `weights` (default the package's lafs_edge/weights/); returns its index entry."""
+    into `weights` (default the package's lafs_edge/weights/); returns its index entry. The
+    replaced student's figures are dropped: `figures` are the new one's (`record_figures` adds
+    those measured later)."""
     folder = Path(weights) if weights is not None else pretrained.WEIGHTS
     payload = _checked_payload(name, checkpoint, threshold)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.pt"
     with atomic_write(path) as f:
         torch.save(payload, f)
-    entry = {"file": path.name, "sha256": sha256_file(path), "card": f"{name}.md"}
+    entry: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path), "card": f"{name}.md"}
     write_text_atomic(folder / entry["card"],
                       model_card(name, path, entry["sha256"], payload["threshold"], card))
-    index = {**pretrained.shipped(folder), name: entry}
-    write_text_atomic(folder / "index.json", json.dumps(dict(sorted(index.items())), indent=1) + "\n")
+    entry.update(_checked_figures(name, figures or {}))
+    _write_index(folder, {**pretrained.shipped(folder), name: entry})
     return entry
+
+
+def record_figures(name: str, figures: dict[str, float],
+                   weights: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Add measured `figures` (CelebA TAR@FAR1e-3, int8 latency over the reference's) to the
+    shipped `name`'s index entry; returns the entry."""
+    folder = Path(weights) if weights is not None else pretrained.WEIGHTS
+    index = pretrained.shipped(folder)
+    if name not in index:
+        raise ValueError(f"cannot record figures for {name}: not shipped in {folder}")
+    index[name] = {**index[name], **_checked_figures(name, figures)}
+    _write_index(folder, index)
+    return index[name]
+
+
+def _checked_figures(name: str, figures: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(figures) - set(FIGURES))
+    if unknown:
+        raise ValueError(f"unknown figures for {name}: {', '.join(unknown)} (known: "
+                         f"{', '.join(FIGURES)})")
+    for key, value in figures.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}: {key} must be a finite number >= 0, got {value!r}")
+    return {key: round(float(value), 4) for key, value in figures.items()}
+
+
+def _write_index(folder: Path, index: dict[str, dict[str, Any]]) -> None:
+    write_text_atomic(folder / "index.json", json.dumps(dict(sorted(index.items())), indent=1) + "\n")
 
 
 def _checked_payload(name: str, checkpoint: str | os.PathLike, threshold: float) -> dict[str, Any]:

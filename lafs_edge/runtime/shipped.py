@@ -18,7 +18,28 @@ from pathlib import Path
 from lafs_edge.cache import cache_home
 from lafs_edge.hashing import sha256_file
 
-DEFAULT_STUDENT = "mobilefacenet"
+# The edge latency budget: a student's OpenVINO int8 latency over the latency reference's
+# (../shared/models/latency-reference, timed in the same run by benchmarks/edge_latency.py).
+LATENCY_TARGET = 1.5
+
+
+def default_student() -> str:
+    """The shipped student that `enroll`, `identify`, `demo` and the quickstart use without
+    --model: the best CelebA TAR@FAR1e-3 among those within LATENCY_TARGET, as their index
+    entries record it (`celeba_tar`, `latency_ratio`, written when a student ships). With no
+    student within the target, the fastest one; a student without figures counts as neither."""
+    from lafs_edge.errors import UserError
+    from lafs_edge.models.pretrained import shipped
+
+    index = shipped()
+    if not index:
+        raise UserError("no shipped student in this install: pass --model (an exported artifact "
+                        "folder, a checkpoint or a model name)")
+    within = [name for name, entry in index.items()
+              if entry.get("latency_ratio", float("inf")) <= LATENCY_TARGET]
+    if within:
+        return max(sorted(within), key=lambda name: index[name].get("celeba_tar", -1.0))
+    return min(sorted(index), key=lambda name: index[name].get("latency_ratio", float("inf")))
 
 
 def cache_root() -> Path:
@@ -30,11 +51,13 @@ def export_target() -> str:
     return "openvino" if importlib.util.find_spec("openvino") else "pytorch"
 
 
-def default_checkpoint(student: str = DEFAULT_STUDENT) -> Path:
-    """The checked weights file of the shipped `student` (a UserError when none is shipped)."""
+def default_checkpoint(student: str | None = None) -> Path:
+    """The checked weights file of the shipped `student` (default `default_student()`; a
+    UserError when none is shipped)."""
     from lafs_edge.errors import UserError
     from lafs_edge.models.pretrained import shipped, weights_file
 
+    student = student or default_student()
     if student not in shipped():
         raise UserError(f"no --model given and no shipped weights for {student}: pass --model "
                         "(an exported artifact folder, a checkpoint or a model name)")
