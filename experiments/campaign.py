@@ -524,6 +524,7 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
                          + " | ".join(f"{stress[c]['tar']:.3f}" if c in stress else "-"
                                       for c in conditions)
                          + (f" | {p['stress_mean']:.3f} |" if p.get("stress_mean") else " | - |"))
+    lines += ["", *targets_table(states, teacher)]
     for name, state in states.items():
         lines += ["", *[f"- {name}: {note}" for note in state.get("notes", [])]]
     lines += ["", "Recipes (each student's whole campaign; `experiments/campaign.py` RECIPES):", ""]
@@ -536,6 +537,39 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
                          f"(+{s['images']:,} images, {s['minutes']:.0f} min on {s['machine']}); "
                          f"command: `{s['command']}`")
     return "\n".join(lines) + "\n"
+
+
+def targets_table(states: dict[str, dict], teacher: dict) -> list[str]:
+    """Where each long line (a stint of an hour or more) stands against issue 21's targets and
+    its rule for stopping: two stints in a row of 2 h or more, each gaining no more than its
+    spread (and 0.01)."""
+    teacher_stress = teacher["FP16"]["stress"]
+    lines = ["Against the targets (latest point of each line with a stint of an hour or more; "
+             "mobilefacenet >= 0.80, the landmark student >= mobilefacenet, stress >= 0.9x the "
+             "teacher's TAR under each lighting; last stint: training minutes and the gain over "
+             "it, against the larger of its spread and 0.01):", "",
+             "| line | images seen | CelebA TAR@1e-3 | stress / teacher, mean (worst) | "
+             "last stint | gain over it | no gain? |", "|---|---|---|---|---|---|---|"]
+    for name, state in states.items():
+        stints = state.get("stints", [])
+        if not any(stint_minutes(s) >= 60 for s in stints):
+            continue
+        last, point = stints[-1], state["curve"][-1]
+        start = next(p for p in state["curve"] if p["step"] >= last["start_step"])
+        gain = point["celeba"]["tar"] - start["celeba"]["tar"]
+        spread = max(point["celeba"]["std"], 0.01)
+        ratios = [point["stress"][c]["tar"] / teacher_stress[c]["tar"] for c in teacher_stress
+                  if c in point.get("stress", {})]
+        stress = f"{np.mean(ratios):.2f} ({min(ratios):.2f})" if ratios else "-"
+        lines.append(f"| {name} | {point['images_seen']:,} | {fmt(point['celeba'])} | {stress} | "
+                     f"{stint_minutes(last):.0f} min | {gain:+.3f} | "
+                     f"{'yes' if stint_minutes(last) >= 120 and gain <= spread else 'no'} |")
+    return lines
+
+
+def stint_minutes(stint: dict) -> float:
+    """Training minutes of a stint (older stints recorded wall minutes only)."""
+    return float(stint.get("train_minutes", stint["minutes"]))
 
 
 # --- the stint ------------------------------------------------------------------------------
