@@ -7,23 +7,29 @@ on any machine, from state committed in the repository.
 
 What a stint does:
 1. Continue from `experiments/campaign/<student>/`: `checkpoint.pt` (the student and its projection
-   to the teacher's 256-d in fp16, AdamW's second moments in bf16: ~4 MB for mobilefacenet) and
-   `state.json` (recipe, images seen, schedule position, data-order seed, the curve). The first
+   to the teacher's 256-d in fp16, no optimizer moments: 2.1 MB for mobilefacenet, 6.8 MB for the
+   64-landmark part_fvit_tiny) and `state.json` (recipe, images seen, schedule position, data-order seed, the curve). The first
    stint starts from the shipped weights with the projection fitted by ridge regression to the
    teacher on 4,096 pool faces (a fresh random projection undid what a short run gained).
    A run folder (runs/campaign/<student>) that this machine already holds at the committed step or
-   later is used as is; otherwise it is rebuilt from the committed state.
+   later is used as is (with its AdamW moments); otherwise it is rebuilt from the committed state
+   with fresh moments, and the trainer ramps the lr up again over `optim.rewarm_steps` (50).
 2. Train for `--hours` (setup and the first evaluation not counted) in time slices of
    `--chunk-minutes` with `lafs-edge train distill` (targets=loader: the teacher's FP16-INT8 IR
    embeds every degraded view in the data loader's worker), `nice`d; a slice ends with SIGTERM
-   (the trainer checkpoints, then exits). One cosine schedule spans the whole campaign (`total_images`); every chunk resumes it.
+   (the trainer checkpoints, then exits). One cosine schedule spans the whole campaign
+   (`total_images`); every chunk resumes it.
 3. After every chunk: evaluate (experiments/wild_eval.py: CelebA eval identities, all pairs,
    bootstrap spread; the illumination stress set), add the point to the curve, commit-ready state.
+   The stint's gain is measured against its start model, paired (`paired_gain`): the same
+   identity draws for both models cancel what they share, a spread ~3x narrower than either
+   figure's own. `--compare REFERENCE ARM...` does the same for A/B arms.
 4. Write docs/results/campaign.{md,json,png} and docs/results.md. `--ship` puts a student whose
-   CelebA TAR@FAR1e-3 beats the shipped one by more than its spread into the package (weights,
-   threshold, model card), rewrites the README's table from the package
-   (`edge_students.py --package`) and runs the quickstart; if either fails, the previous files
-   are put back. Before those, it times the int8 export against the latency reference
+   CelebA TAR@FAR1e-3 beats the shipped one by more than the spread of their paired difference
+   (the same identity draws for both; and by 0.01), or that matches it within the latency target
+   the shipped one misses, into the package (weights, threshold, model card), rewrites the
+   README's table from the package (`edge_students.py --package`) and runs the quickstart; if
+   either fails, the previous files are put back. Before those, it times the int8 export against the latency reference
    (benchmarks/edge_latency.py) and records the CelebA TAR and that ratio in the package's index
    (`--figures` alone): the default student is the most accurate within 1.5x the reference.
 
@@ -45,6 +51,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -149,8 +156,10 @@ def parse_settings(pairs: list[str]) -> dict:
 
 
 def compact(rank_file: Path, out: Path) -> None:
-    """A run's checkpoint -> the committed one: weights fp16, AdamW's second moments bf16 (the
-    first moments rebuild in ~10 steps), no RNG (reseeded from the step)."""
+    """A run's checkpoint -> the committed one: the modules' weights in fp16 and the optimizer's
+    param groups, nothing else. AdamW's moments (as large as the weights) and the RNG stay in the
+    run folder: a machine that rebuilds the run from here restarts the moments, and the trainer
+    ramps the lr up again over `optim.rewarm_steps`; the RNG is reseeded from the step."""
     import torch
 
     from lafs_edge.models.registry import atomic_torch_save
@@ -158,27 +167,22 @@ def compact(rank_file: Path, out: Path) -> None:
     state = torch.load(rank_file, map_location="cpu", weights_only=True)
     modules = {name: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
                for name, sd in state["modules"].items()}
-    moments = {i: {"step": s["step"], "exp_avg_sq": s["exp_avg_sq"].bfloat16()}
-               for i, s in state["optimizer"]["state"].items()}
-    atomic_torch_save({"format": "lafs-edge-campaign/1", "step": state["step"], "modules": modules,
-                       "optimizer": {"state": moments,
-                                     "param_groups": state["optimizer"]["param_groups"]},
+    atomic_torch_save({"format": "lafs-edge-campaign/2", "step": state["step"], "modules": modules,
+                       "param_groups": state["optimizer"]["param_groups"],
                        "config": state["config"]}, out)
 
 
 def expand(committed: Path, folder: Path, cfg: dict) -> int:
-    """The committed checkpoint -> a run folder the trainer resumes from; returns its step."""
+    """The committed checkpoint -> a run folder the trainer resumes from (fresh optimizer
+    moments); returns its step. Reads the first format's files too (their moments are dropped)."""
     import torch
 
     saved = torch.load(committed, map_location="cpu", weights_only=True)
     step = int(saved["step"])
     modules = {n: {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
                for n, sd in saved["modules"].items()}
-    moments = {i: {"step": s["step"], "exp_avg": torch.zeros_like(s["exp_avg_sq"], dtype=torch.float32),
-                   "exp_avg_sq": s["exp_avg_sq"].float()}
-               for i, s in saved["optimizer"]["state"].items()}
-    write_run_checkpoint(folder, step, modules, {"state": moments,
-                                                 "param_groups": saved["optimizer"]["param_groups"]},
+    groups = saved["param_groups"] if "param_groups" in saved else saved["optimizer"]["param_groups"]
+    write_run_checkpoint(folder, step, modules, {"state": {}, "param_groups": groups},
                          saved["config"], int(cfg["seed"]) + step)
     return step
 
@@ -439,6 +443,29 @@ def evaluate_model(model_pt: Path) -> dict:
     return wild_eval.report(lambda c: embed_with(embed, c), crops, labels)
 
 
+def pair_sets(model_pt: Path) -> list:
+    """A model's wild_eval.PairScores: the CelebA all-pairs set, then each stress condition's."""
+    from lafs_edge.models import load_model
+
+    crops, labels = celeba_eval_crops()
+    embed = torch_embedder(load_model(model_pt).eval())
+    clean = embed_with(embed, crops)
+    return [wild_eval.all_pair_scores(clean, labels),
+            *[wild_eval.cross_pair_scores(clean, embed_with(embed, wild_eval.relit(crops, c)),
+                                          labels) for c in wild_eval.RELIGHT]]
+
+
+def paired_gain(model_pt: Path, reference_pt: Path) -> dict:
+    """CelebA TAR@1e-3 and stress-mean TAR of `model_pt` minus `reference_pt`'s, each with the
+    spread of the difference under identity draws shared by both models (wild_eval
+    .paired_difference): the yardstick for a stint's gain and an A/B arm against its reference."""
+    n_ids = int(celeba_eval_crops()[1].max()) + 1
+    model, reference = pair_sets(model_pt), pair_sets(reference_pt)
+    return {"celeba": wild_eval.paired_difference(model[:1], reference[:1], n_ids),
+            "stress_mean": wild_eval.paired_difference(model[1:], reference[1:], n_ids,
+                                                       bootstraps=50)}
+
+
 def evaluate_teacher(precision: str) -> dict:
     """The teacher's figures on the same protocol (its own crop cut from each 112x112 crop)."""
     import torch
@@ -463,6 +490,58 @@ def point(state: dict, figures: dict, minutes: float) -> dict:
             "celeba": figures["celeba"], "stress": figures.get("stress"),
             "stress_mean": figures.get("stress_mean"), "train_minutes": round(minutes, 1),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def compare_arms(reference: str, arms: list[str]) -> None:
+    """Each arm's CelebA and stress-mean TAR minus the reference's, paired (`paired_gain`), into
+    docs/results/campaign_ab.json (kept across calls, keyed by arm) for the report. A name is a
+    line (its run folder's model.pt, BatchNorm as its recipe evaluates it) or a model.pt path."""
+    def resolve(name: str) -> tuple[Path, dict]:
+        state_file = STATE / name / "state.json"
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            return RUNS / name / "model.pt", {"images_seen": state["images_seen"],
+                                              "config": state["recipe"].get("config", {}),
+                                              "recipe": state["recipe"]}
+        return Path(name), {}
+
+    ref_pt, ref_info = resolve(reference)
+    table_file = RESULTS / "campaign_ab.json"
+    table = json.loads(table_file.read_text()) if table_file.is_file() else {}
+    for arm in arms:
+        arm_pt, info = resolve(arm)
+        for path in (ref_pt, arm_pt):
+            if not path.is_file():
+                raise SystemExit(f"{path}: no such model (a line's run folder exists only on the "
+                                 "machine that trained it)")
+        gain = paired_gain(arm_pt, ref_pt)
+        table[arm] = {"reference": reference, "reference_images": ref_info.get("images_seen"),
+                      "images_seen": info.get("images_seen"), "config": info.get("config"),
+                      **gain}
+        print(f"{arm} - {reference}: CelebA {gain['celeba']['diff']:+.3f} ± "
+              f"{gain['celeba']['std']:.3f}, stress mean {gain['stress_mean']['diff']:+.3f} ± "
+              f"{gain['stress_mean']['std']:.3f} (paired)", flush=True)
+        write_json(table_file, table)
+
+
+def ab_table() -> list[str]:
+    table_file = RESULTS / "campaign_ab.json"
+    if not table_file.is_file():
+        return []
+    lines = ["A/B arms against their reference, paired: each figure is the arm's TAR@1e-3 minus "
+             "the reference's, ± the std of that difference over 200 identity draws (50 for the "
+             "stress mean) shared by both models, with its 2.5-97.5% range "
+             "(`python experiments/campaign.py --compare REFERENCE ARM...`):", "",
+             "| arm | its settings | images (reference's) | CelebA difference | range | "
+             "stress-mean difference | range |", "|---|---|---|---|---|---|---|"]
+    for arm, row in json.loads(table_file.read_text()).items():
+        images = (f"{row['images_seen']:,} ({row['reference_images']:,})"
+                  if row.get("images_seen") and row.get("reference_images") else "-")
+        c, m = row["celeba"], row["stress_mean"]
+        lines.append(f"| {arm} | `{json.dumps(row.get('config') or {})}` | {images} | "
+                     f"{c['diff']:+.3f} ± {c['std']:.3f} | {c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f} | "
+                     f"{m['diff']:+.3f} ± {m['std']:.3f} | {m['ci95'][0]:+.3f} to {m['ci95'][1]:+.3f} |")
+    return lines
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -525,6 +604,8 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
                                       for c in conditions)
                          + (f" | {p['stress_mean']:.3f} |" if p.get("stress_mean") else " | - |"))
     lines += ["", *targets_table(states, teacher)]
+    ab = ab_table()
+    lines += ["", *ab] if ab else []
     for name, state in states.items():
         lines += ["", *[f"- {name}: {note}" for note in state.get("notes", [])]]
     lines += ["", "Recipes (each student's whole campaign; `experiments/campaign.py` RECIPES):", ""]
@@ -533,9 +614,13 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
     lines += ["", "Stints:", ""]
     for name, state in states.items():
         for s in state["stints"]:
+            gain = s.get("gain")
+            paired = (f"; CelebA gain over the stint {gain['celeba']['diff']:+.3f} ± "
+                      f"{gain['celeba']['std']:.3f}, stress mean {gain['stress_mean']['diff']:+.3f}"
+                      f" ± {gain['stress_mean']['std']:.3f} (paired)" if gain else "")
             lines.append(f"- {name}: {s['start_step']} -> {s['end_step']} steps "
-                         f"(+{s['images']:,} images, {s['minutes']:.0f} min on {s['machine']}); "
-                         f"command: `{s['command']}`")
+                         f"(+{s['images']:,} images, {s['minutes']:.0f} min on {s['machine']}"
+                         f"{paired}); command: `{s['command']}`")
     return "\n".join(lines) + "\n"
 
 
@@ -547,7 +632,9 @@ def targets_table(states: dict[str, dict], teacher: dict) -> list[str]:
     lines = ["Against the targets (latest point of each line with a stint of an hour or more; "
              "mobilefacenet >= 0.80, the landmark student >= mobilefacenet, stress >= 0.9x the "
              "teacher's TAR under each lighting; last stint: training minutes and the gain over "
-             "it, against the larger of its spread and 0.01):", "",
+             "it ± its spread, paired (the same identity draws for the stint's start and end "
+             "models) where the stint recorded it; no gain: at most the larger of that spread "
+             "and 0.01):", "",
              "| line | images seen | CelebA TAR@1e-3 | stress / teacher, mean (worst) | "
              "last stint | gain over it | no gain? |", "|---|---|---|---|---|---|---|"]
     for name, state in states.items():
@@ -555,16 +642,27 @@ def targets_table(states: dict[str, dict], teacher: dict) -> list[str]:
         if not any(stint_minutes(s) >= 60 for s in stints):
             continue
         last, point = stints[-1], state["curve"][-1]
-        start = next(p for p in state["curve"] if p["step"] >= last["start_step"])
-        gain = point["celeba"]["tar"] - start["celeba"]["tar"]
-        spread = max(point["celeba"]["std"], 0.01)
+        gain, spread, paired = stint_gain(last, state["curve"])
         ratios = [point["stress"][c]["tar"] / teacher_stress[c]["tar"] for c in teacher_stress
                   if c in point.get("stress", {})]
         stress = f"{np.mean(ratios):.2f} ({min(ratios):.2f})" if ratios else "-"
         lines.append(f"| {name} | {point['images_seen']:,} | {fmt(point['celeba'])} | {stress} | "
-                     f"{stint_minutes(last):.0f} min | {gain:+.3f} | "
-                     f"{'yes' if stint_minutes(last) >= 120 and gain <= spread else 'no'} |")
+                     f"{stint_minutes(last):.0f} min | {gain:+.3f} ± {spread:.3f}"
+                     f"{' (paired)' if paired else ''} | "
+                     f"{'yes' if stint_minutes(last) >= 120 and gain <= max(spread, 0.01) else 'no'} |")
     return lines
+
+
+def stint_gain(stint: dict, curve: list[dict]) -> tuple[float, float, bool]:
+    """(gain, its spread, paired?) of a stint's CelebA TAR: the paired difference against the
+    stint's start model when the stint recorded it; older stints: the difference of the two
+    curve points against the end point's own (unpaired, wider) spread."""
+    if stint.get("gain"):
+        fig = stint["gain"]["celeba"]
+        return fig["diff"], fig["std"], True
+    start = next(p for p in curve if p["step"] >= stint["start_step"])
+    end = next(p for p in reversed(curve) if p["step"] <= stint["end_step"])
+    return end["celeba"]["tar"] - start["celeba"]["tar"], end["celeba"]["std"], False
 
 
 def stint_minutes(stint: dict) -> float:
@@ -576,7 +674,7 @@ def stint_minutes(stint: dict) -> float:
 
 def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: int,
           threads: int | None = None, line: str | None = None,
-          settings: dict | None = None) -> dict:
+          settings: dict | None = None, until_images: int = 0) -> dict:
     import platform
 
     state = read_state(student, preset, line, settings)
@@ -597,16 +695,22 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
         (folder / "model.pt").exists() or export_latest(folder, cfg)
         state["curve"].append(point(state, evaluate_student(folder / "model.pt"), 0.0))
         save_state(state, saved)
+    # the stint's gain is judged against its start, pair by pair (paired_gain)
+    export_latest(folder, cfg, folder / "stint_start.pt")
+    if recipe.get("bn_faces"):
+        recalibrate(folder / "stint_start.pt", int(recipe["bn_faces"]))
     # `hours` of training from here (setup and the first point do not count); each chunk is a
     # time slice that ends with SIGTERM (a checkpoint, then exit), then an evaluation.
     started = time.time()
     deadline = started + hours * 3600
     trained = 0.0
     total_steps = recipe["total_images"] // recipe["batch"]
-    while time.time() + 60 < deadline and state["step"] < total_steps:
+    # an A/B arm stops at equal images seen (the schedule still spans total_images)
+    end_step = min(total_steps, until_images // recipe["batch"]) if until_images else total_steps
+    while time.time() + 60 < deadline and state["step"] < end_step:
         chunk_start = time.time()
         chunk_end = min(chunk_start + chunk_minutes * 60, deadline)
-        code = train_chunk(distill_argv(student, recipe, folder, total_steps),
+        code = train_chunk(distill_argv(student, recipe, folder, end_step),
                            threads or recipe["threads"], folder / "train.log", chunk_end, nice)
         trained += time.time() - chunk_start
         if code not in (0, 130, 143, -signal.SIGTERM):   # 130/143: stopped at the slice's end
@@ -622,29 +726,35 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
         print(f"{campaign_name(student, preset, line)}: step {state['step']}, images "
               f"{state['images_seen']:,}, CelebA TAR@1e-3 {fmt(state['curve'][-1]['celeba'])}",
               flush=True)
+    gain = (paired_gain(folder / "model.pt", folder / "stint_start.pt")
+            if state["step"] > start_step else None)
     state["stints"].append({"start_step": start_step, "end_step": state["step"],
                             "images": (state["step"] - start_step) * recipe["batch"],
+                            "gain": gain,
                             "minutes": round((time.time() - started) / 60, 1),
                             "train_minutes": round(trained / 60, 1),
                             "recipe": dict(recipe),
                             "machine": platform.processor() or platform.machine(),
-                            "command": stint_command(student, preset, hours, line, settings)})
+                            "command": stint_command(student, preset, hours, line, settings,
+                                                     until_images)})
     save_state(state, saved)
     return state
 
 
 def stint_command(student: str, preset: str, hours: float, line: str | None,
-                  settings: dict | None) -> str:
+                  settings: dict | None, until_images: int = 0) -> str:
     words = ["python", "experiments/campaign.py", "--student", student, "--preset", preset,
              "--hours", str(hours)]
+    words += ["--until-images", str(until_images)] if until_images else []
     words += ["--line", line] if line else []
     for key, value in (settings or {}).items():
         words += ["--set", f"{key}={json.dumps(value)}"]
     return shlex.join(words)
 
 
-def export_latest(folder: Path, cfg: dict) -> None:
-    """model.pt of the run folder's latest checkpoint (step 0: the curve's first point)."""
+def export_latest(folder: Path, cfg: dict, out: Path | None = None) -> None:
+    """model.pt (or `out`) of the run folder's latest checkpoint (step 0: the curve's first
+    point)."""
     import torch
 
     from lafs_edge.models import create_model, save_checkpoint
@@ -655,7 +765,7 @@ def export_latest(folder: Path, cfg: dict) -> None:
     model = create_model(cfg["model"]["arch"], **cfg["model"]["overrides"])
     # distill.ema_decay > 0: the average, what the trainer exports too
     model.load_state_dict(modules.get("average") or model_weights(modules["student"]))
-    save_checkpoint(model, folder / "model.pt")
+    save_checkpoint(model, out or folder / "model.pt")
 
 
 # --- shipping -------------------------------------------------------------------------------
@@ -664,15 +774,25 @@ THRESHOLD_SOURCE = ("cosine at FAR 1e-3 over all 545,882 impostor pairs of the C
                     "identities, PyTorch fp32 (experiments/wild_eval.py)")
 
 
-def better_than_shipped(new: dict, shipped: dict) -> bool:
-    """A CelebA TAR@FAR1e-3 figure that beats the shipped one by more than its own bootstrap
-    spread, and by at least 0.01."""
-    return new["tar"] - shipped["tar"] > max(new["std"], 0.01)
+def ship_reason(gain: dict, package_ratio: float | None) -> str | None:
+    """Why a line's student replaces the package's, or None. `gain`: the paired CelebA
+    TAR@FAR1e-3 difference (line minus package, `paired_gain`'s "celeba"). Better: by more than
+    the difference's spread and at least 0.01. Within the latency target: the package's student
+    misses it (`package_ratio`, its int8 latency over the reference's) and the line's is at
+    least as accurate; the line's own ratio is checked after the latency run."""
+    from lafs_edge.runtime.shipped import LATENCY_TARGET
+
+    if gain["diff"] > max(gain["std"], 0.01):
+        return "better"
+    if package_ratio is not None and package_ratio > LATENCY_TARGET and gain["diff"] >= 0:
+        return "within the latency target"
+    return None
 
 
-def ship_card(state: dict, figures: dict, shipped: dict, teacher: dict):
+def ship_card(state: dict, figures: dict, shipped: dict, teacher: dict, gain: dict):
     """The model card of a campaign student: how it was trained (every stint's command) and its
-    figures beside the student it replaces and the teacher's."""
+    figures beside the student it replaces (with the paired difference, `gain`) and the
+    teacher's."""
     from edge_students import TERMS
     from lafs_edge.models.shipping import ModelCard
 
@@ -703,11 +823,14 @@ def ship_card(state: dict, figures: dict, shipped: dict, teacher: dict):
         accuracy.append(f"| {label} | {fmt(fig['celeba'])} | "
                         + " | ".join(f"{fig['stress'][c]['tar']:.3f}" for c in conditions)
                         + f" | {fig['stress_mean']:.3f} |")
+    accuracy += ["", f"Against the student it replaces, paired (the same identity draws for both "
+                     f"models): CelebA TAR@1e-3 {gain['diff']:+.3f} ± {gain['std']:.3f} "
+                     f"(2.5-97.5%: {gain['ci95'][0]:+.3f} to {gain['ci95'][1]:+.3f})."]
     return ModelCard(THRESHOLD_SOURCE, training, accuracy, TERMS)
 
 
 def ship_if_better(student: str, preset: str, line: str | None) -> bool:
-    """Put the line's latest student into the package when `better_than_shipped`; then the
+    """Put the line's latest student into the package when `ship_reason` gives one; then the
     README's table from the package (edge_students.py --package) and `make quickstart`'s check,
     which puts the previous files back if it fails."""
     from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped, weights_file
@@ -721,30 +844,44 @@ def ship_if_better(student: str, preset: str, line: str | None) -> bool:
     export_latest(folder, cfg)
     figures = evaluate_line_model(folder / "model.pt", state["recipe"])
     current = evaluate_student(weights_file(student))
-    name = campaign_name(student, preset, line)
-    if not better_than_shipped(figures["celeba"], current["celeba"]):
-        print(f"{name}: CelebA TAR@1e-3 {fmt(figures['celeba'])} against the shipped "
-              f"{fmt(current['celeba'])}: not shipped", flush=True)
-        return False
+    gain = paired_gain(folder / "model.pt", weights_file(student))
     entry = shipped()[student]
+    reason = ship_reason(gain["celeba"], entry.get("latency_ratio"))
+    name = campaign_name(student, preset, line)
+    against = (f"CelebA TAR@1e-3 {fmt(figures['celeba'])} against the shipped "
+               f"{fmt(current['celeba'])}, paired difference {gain['celeba']['diff']:+.3f} ± "
+               f"{gain['celeba']['std']:.3f}")
+    if reason is None:
+        print(f"{name}: {against}: not shipped", flush=True)
+        return False
     previous = {p: p.read_bytes() for p in (WEIGHTS / entry["file"], WEIGHTS / entry["card"], INDEX,
                                             REPO / "README.md", REPO / "docs" / "deploy.md",
                                             *LATENCY_RESULTS)}
     ship_student(student, folder / "model.pt", figures["celeba"]["threshold"],
-                 ship_card(state, figures, current, teacher_figures()),
+                 ship_card(state, figures, current, teacher_figures(), gain["celeba"]),
                  figures={"celeba_tar": figures["celeba"]["tar"]})
+
+    def put_back(why: str) -> NoReturn:
+        from lafs_edge.fileio import atomic_write
+
+        for path, data in previous.items():
+            with atomic_write(path) as f:
+                f.write(data)
+        raise SystemExit(f"{why} with {name}'s student: the previous {student} is back in the "
+                         "package")
+
     for argv in (LATENCY_BENCH, [sys.executable, "experiments/campaign.py", "--figures"],
                  [sys.executable, "experiments/edge_students.py", "--package"],
                  [sys.executable, "-m", "lafs_edge.apps.quickstart"]):
         if run(argv, check=False):
-            from lafs_edge.fileio import atomic_write
+            put_back(f"{shlex.join(argv)} failed")
+        if argv[1:2] == ["experiments/campaign.py"] and reason != "better":
+            from lafs_edge.runtime.shipped import LATENCY_TARGET
 
-            for path, data in previous.items():
-                with atomic_write(path) as f:
-                    f.write(data)
-            raise SystemExit(f"{shlex.join(argv)} failed with {name}'s student: the previous "
-                             f"{student} is back in the package")
-    print(f"{name}: shipped ({fmt(figures['celeba'])} against {fmt(current['celeba'])})", flush=True)
+            ratio = shipped()[student]["latency_ratio"]
+            if ratio > LATENCY_TARGET:
+                put_back(f"int8 latency {ratio:.2f}x the reference, above {LATENCY_TARGET}x,")
+    print(f"{name}: shipped ({reason}; {against})", flush=True)
     return True
 
 
@@ -807,24 +944,37 @@ def main() -> None:
                         help="a named campaign of its own (an A/B arm): its own state and run folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe value for a line's first stint (JSON value), e.g. lr=3e-4")
+    parser.add_argument("--until-images", type=int, default=0, metavar="N",
+                        help="end the stint once the line has seen N images (A/B arms compared "
+                             "at equal images); the schedule still spans the recipe's total")
+    parser.add_argument("--compare", nargs="+", metavar=("REFERENCE", "ARM"), default=None,
+                        help="only compare A/B arms (line names or model.pt paths) with the "
+                             "reference, paired, into docs/results/campaign_ab.json and the report")
     parser.add_argument("--report", action="store_true", help="only rewrite the report")
     parser.add_argument("--figures", action="store_true",
                         help="only record the shipped students' CelebA TAR and int8 latency ratio "
                              "in the package's index (what picks the default student)")
     parser.add_argument("--ship", action="store_true",
                         help="after the stint: put each student into the package if it beats the "
-                             "shipped one by more than its spread (and 0.01), then regenerate the "
-                             "README's table and check `make quickstart`")
+                             "shipped one by more than their paired difference's spread (and "
+                             "0.01), or matches it within the latency target the shipped one "
+                             "misses; then regenerate the README's table and check `make "
+                             "quickstart`")
     args = parser.parse_args()
     students = args.student or ["mobilefacenet"]
     settings = parse_settings(args.set)
     if args.figures:
         return record_package_figures()
+    if args.compare:
+        if len(args.compare) < 2:
+            raise SystemExit("--compare takes a reference and at least one arm")
+        compare_arms(args.compare[0], args.compare[1:])
+        args.report = True
     if not args.report:
         for student in students:
             if args.hours > 0:
                 stint(student, args.preset, args.hours / len(students), args.chunk_minutes,
-                      args.nice, args.threads, args.line, settings)
+                      args.nice, args.threads, args.line, settings, args.until_images)
             if args.ship:
                 ship_if_better(student, args.preset, args.line)
     states = {p.name: json.loads((p / "state.json").read_text())

@@ -42,23 +42,44 @@ def weighted_tar(genuine: np.ndarray, g_weight: np.ndarray, impostor_sorted: np.
     return float((g_weight * accepted).sum() / g_weight.sum()), float(threshold)
 
 
+def identity_draws(n_ids: int, bootstraps: int, seed: int) -> list[np.ndarray]:
+    """The bootstrap's draws: how often each identity was drawn, per draw (a seed gives the same
+    draws to every model, which is what makes a paired difference)."""
+    rng = np.random.default_rng(seed)
+    return [np.bincount(rng.integers(0, n_ids, n_ids), minlength=n_ids).astype(np.float64)
+            for _ in range(bootstraps)]
+
+
+class PairScores:
+    """One model's genuine and impostor scores, impostors sorted by score, with identities."""
+
+    def __init__(self, scores_g: np.ndarray, ids_g: np.ndarray, scores_i: np.ndarray,
+                 ids_i: tuple[np.ndarray, np.ndarray]):
+        order = np.argsort(-scores_i, kind="stable")
+        self.genuine, self.ids_g = scores_g, ids_g
+        self.impostor, self.a, self.b = scores_i[order], ids_i[0][order], ids_i[1][order]
+
+    def tar(self, far: float, counts: np.ndarray | None = None) -> tuple[float, float]:
+        """(TAR, threshold), pairs weighed by their identities' draw counts (None: all 1)."""
+        if counts is None:
+            return weighted_tar(self.genuine, np.ones(len(self.genuine)), self.impostor,
+                                np.ones(len(self.impostor)), far)
+        return weighted_tar(self.genuine, counts[self.ids_g], self.impostor,
+                            counts[self.a] * counts[self.b], far)
+
+    def drawable(self, counts: np.ndarray) -> bool:
+        return counts[self.ids_g].sum() > 0 and (counts[self.a] * counts[self.b]).sum() > 0
+
+
 def tar_at_far(scores_g: np.ndarray, ids_g: np.ndarray, scores_i: np.ndarray,
                ids_i: tuple[np.ndarray, np.ndarray], n_ids: int, far: float = FAR,
                bootstraps: int = BOOTSTRAPS, seed: int = 0) -> dict:
     """TAR at `far` with the identity bootstrap. ids_g: the identity of each genuine pair;
     ids_i: the two identities of each impostor pair."""
-    order = np.argsort(-scores_i, kind="stable")
-    imp, a, b = scores_i[order], ids_i[0][order], ids_i[1][order]
-    tar, threshold = weighted_tar(scores_g, np.ones(len(scores_g)), imp, np.ones(len(imp)), far)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(bootstraps):
-        counts = np.bincount(rng.integers(0, n_ids, n_ids), minlength=n_ids).astype(np.float64)
-        g_w, i_w = counts[ids_g], counts[a] * counts[b]
-        if g_w.sum() == 0 or i_w.sum() == 0:
-            continue
-        draws.append(weighted_tar(scores_g, g_w, imp, i_w, far)[0])
-    spread = np.array(draws)
+    pairs = PairScores(scores_g, ids_g, scores_i, ids_i)
+    tar, threshold = pairs.tar(far)
+    spread = np.array([pairs.tar(far, counts)[0] for counts in identity_draws(n_ids, bootstraps, seed)
+                       if pairs.drawable(counts)])
     return {"tar": round(tar, 4), "threshold": threshold,
             "std": round(float(spread.std()), 4),
             "ci95": [round(float(np.percentile(spread, 2.5)), 4),
@@ -66,22 +87,50 @@ def tar_at_far(scores_g: np.ndarray, ids_g: np.ndarray, scores_i: np.ndarray,
             "genuine_pairs": int(len(scores_g)), "impostor_pairs": int(len(scores_i))}
 
 
-def all_pairs(embeddings: np.ndarray, labels: np.ndarray, **kw) -> dict:
-    """TAR at FAR 1e-3 over every pair of the rows (unit vectors)."""
+def all_pair_scores(embeddings: np.ndarray, labels: np.ndarray) -> PairScores:
     first, second, same = pair_indices(labels)
     scores = np.einsum("ij,ij->i", embeddings[first], embeddings[second])
-    return tar_at_far(scores[same], labels[first][same], scores[~same],
-                      (labels[first][~same], labels[second][~same]), int(labels.max()) + 1, **kw)
+    return PairScores(scores[same], labels[first][same], scores[~same],
+                      (labels[first][~same], labels[second][~same]))
 
 
-def cross_pairs(clean: np.ndarray, probe: np.ndarray, labels: np.ndarray, **kw) -> dict:
-    """TAR at FAR 1e-3 over every (clean image i, relit image j) pair with i != j."""
+def cross_pair_scores(clean: np.ndarray, probe: np.ndarray, labels: np.ndarray) -> PairScores:
     scores = clean @ probe.T
     i, j = np.nonzero(~np.eye(len(labels), dtype=bool))
     same = labels[i] == labels[j]
     s = scores[i, j]
-    return tar_at_far(s[same], labels[i][same], s[~same], (labels[i][~same], labels[j][~same]),
+    return PairScores(s[same], labels[i][same], s[~same], (labels[i][~same], labels[j][~same]))
+
+
+def all_pairs(embeddings: np.ndarray, labels: np.ndarray, **kw) -> dict:
+    """TAR at FAR 1e-3 over every pair of the rows (unit vectors)."""
+    pairs = all_pair_scores(embeddings, labels)
+    return tar_at_far(pairs.genuine, pairs.ids_g, pairs.impostor, (pairs.a, pairs.b),
                       int(labels.max()) + 1, **kw)
+
+
+def cross_pairs(clean: np.ndarray, probe: np.ndarray, labels: np.ndarray, **kw) -> dict:
+    """TAR at FAR 1e-3 over every (clean image i, relit image j) pair with i != j."""
+    pairs = cross_pair_scores(clean, probe, labels)
+    return tar_at_far(pairs.genuine, pairs.ids_g, pairs.impostor, (pairs.a, pairs.b),
+                      int(labels.max()) + 1, **kw)
+
+
+def paired_difference(model: list[PairScores], reference: list[PairScores], n_ids: int,
+                      far: float = FAR, bootstraps: int = BOOTSTRAPS, seed: int = 0) -> dict:
+    """Mean TAR over the sets of `model` minus that of `reference` (the same pair sets, scored by
+    two models), with the spread of that difference under the identity bootstrap: both models
+    see the same draws, so what the two share (which identities are hard) cancels."""
+    def mean_tar(sets: list[PairScores], counts: np.ndarray | None) -> float:
+        return float(np.mean([p.tar(far, counts)[0] for p in sets]))
+
+    diffs = np.array([mean_tar(model, c) - mean_tar(reference, c)
+                      for c in identity_draws(n_ids, bootstraps, seed)
+                      if all(p.drawable(c) for p in model)])
+    return {"diff": round(mean_tar(model, None) - mean_tar(reference, None), 4),
+            "std": round(float(diffs.std()), 4),
+            "ci95": [round(float(np.percentile(diffs, 2.5)), 4),
+                     round(float(np.percentile(diffs, 97.5)), 4)]}
 
 
 # --- the stress set ------------------------------------------------------------------------

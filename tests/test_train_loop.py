@@ -168,6 +168,39 @@ def test_resume_equals_one_straight_run(tmp_path, capsys, caplog):
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 32)
 
 
+def test_resume_without_optimizer_moments_ramps_the_lr_again(tmp_path):
+    """A checkpoint whose AdamW state was dropped (the campaign commits weights only) resumes with
+    fresh moments and the lr ramped from 1/rewarm_steps of the schedule back to it; a resume
+    with its moments follows the schedule."""
+    extra = ["optim.max_steps=8", "optim.warmup_epochs=0.25", "train.checkpoint_every=100",
+             "train.log_every=1", "optim.rewarm_steps=3"]
+    cfg = tiny_config(tmp_path / "run", *extra, "train.stop_after=4")
+    train(cfg)
+    root = tmp_path / "run" / "checkpoints"
+    latest = root / (root / "latest").read_text().strip()
+    state = torch.load(latest / "rank00000.pt", weights_only=True)
+    assert state["optimizer"]["state"]
+    state["optimizer"]["state"] = {}
+    torch.save(state, latest / "rank00000.pt")
+    resumed = train(tiny_config(tmp_path / "run", *extra))
+    assert (resumed.start_step, resumed.final_step) == (4, 8)
+    optim = cfg["optim"]
+
+    def scheduled(step):   # 32 images / batch 4: 8 steps an epoch, warmup 0.25 epoch = 2 steps
+        return cosine_schedule(step, 8, 2, optim["lr"], optim["min_lr"])
+    lrs = {r["step"]: r["lr"] for r in metrics(tmp_path / "run")}
+    for step in range(4, 8):   # logged at step + 1
+        assert lrs[step + 1] == pytest.approx(scheduled(step) * min(1.0, (step - 3) / 3),
+                                              abs=1e-6), step   # logged to 6 decimals
+    assert rank_state(tmp_path / "run")["optimizer"]["state"][0]["step"] == 4  # fresh moments
+
+    straight = tmp_path / "straight"
+    train(tiny_config(straight, *extra, "train.stop_after=4"))
+    train(tiny_config(straight, *extra))
+    assert [r["lr"] for r in metrics(straight)][4:] == pytest.approx(
+        [scheduled(s) for s in range(4, 8)], abs=1e-6)
+
+
 def test_resuming_with_another_config_says_what_changed():
     from lafs_edge.train.engine import config_changes
 

@@ -75,6 +75,7 @@ class Trainer:
         self.total_steps = 0
         self.warmup_steps = 0
         self.saved_step = -1  # the step of the last checkpoint written or resumed from
+        self.rewarm_from: int | None = None  # resumed without optimizer moments at this step
         self._stop_signal = False  # a SIGINT/SIGTERM reached this rank
         self._agreed_stop = False  # some rank got one: every rank stops after this step
 
@@ -118,6 +119,10 @@ class Trainer:
         latest, path, state = found
         step = restore(path, state, self.task.state_modules(), self.optimizer, self.scaler,
                        self.info.device)
+        if step > 0 and not state["optimizer"]["state"]:
+            # weights without AdamW's moments (e.g. a campaign's committed state): fresh moments
+            # at the schedule's full lr would move every weight by ~lr at once, so ramp it again
+            self.rewarm_from = step
         if self.info.is_main:
             logger.info("resuming from %s (step %s)", latest, state["step"])
             changed = config_changes(state.get("config", {}), self.cfg)
@@ -197,6 +202,8 @@ class Trainer:
         optim = self.cfg["optim"]
         lr = cosine_schedule(step, self.total_steps, self.warmup_steps, optim["lr"],
                              optim["min_lr"])
+        if self.rewarm_from is not None and optim["rewarm_steps"] > 0:
+            lr *= min(1.0, (step - self.rewarm_from + 1) / optim["rewarm_steps"])
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_scale"]
         task.before_step(step, self.total_steps, optimizer)

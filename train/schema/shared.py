@@ -79,6 +79,7 @@ class Optim:
     betas: Annotated[list[float], Range("[0, 1)"), Length(2)]
     eps: Positive
     grad_clip: NonNegative
+    rewarm_steps: Count
 
 
 @dataclass
