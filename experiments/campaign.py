@@ -496,29 +496,33 @@ def compare_arms(reference: str, arms: list[str]) -> None:
     """Each arm's CelebA and stress-mean TAR minus the reference's, paired (`paired_gain`), into
     docs/results/campaign_ab.json (kept across calls, keyed by arm) for the report. A name is a
     line (its run folder's model.pt, BatchNorm as its recipe evaluates it) or a model.pt path."""
-    def resolve(name: str) -> tuple[Path, dict]:
-        state_file = STATE / name / "state.json"
+    def resolve(name: str) -> tuple[str, Path, dict]:
+        """(label, model.pt, the line's images and settings): a line's name, or a model.pt
+        path named after its line (a line's model kept elsewhere)."""
+        path = Path(name)
+        label = path.stem if path.suffix == ".pt" else name
+        state_file = STATE / label / "state.json"
+        info = {}
         if state_file.is_file():
             state = json.loads(state_file.read_text())
-            return RUNS / name / "model.pt", {"images_seen": state["images_seen"],
-                                              "config": state["recipe"].get("config", {}),
-                                              "recipe": state["recipe"]}
-        return Path(name), {}
+            info = {"images_seen": state["images_seen"],
+                    "config": state["recipe"].get("config", {})}
+        return label, path if path.suffix == ".pt" else RUNS / name / "model.pt", info
 
-    ref_pt, ref_info = resolve(reference)
+    ref_label, ref_pt, ref_info = resolve(reference)
     table_file = RESULTS / "campaign_ab.json"
     table = json.loads(table_file.read_text()) if table_file.is_file() else {}
-    for arm in arms:
-        arm_pt, info = resolve(arm)
+    for name in arms:
+        arm, arm_pt, info = resolve(name)
         for path in (ref_pt, arm_pt):
             if not path.is_file():
                 raise SystemExit(f"{path}: no such model (a line's run folder exists only on the "
                                  "machine that trained it)")
         gain = paired_gain(arm_pt, ref_pt)
-        table[arm] = {"reference": reference, "reference_images": ref_info.get("images_seen"),
+        table[arm] = {"reference": ref_label, "reference_images": ref_info.get("images_seen"),
                       "images_seen": info.get("images_seen"), "config": info.get("config"),
                       **gain}
-        print(f"{arm} - {reference}: CelebA {gain['celeba']['diff']:+.3f} ± "
+        print(f"{arm} - {ref_label}: CelebA {gain['celeba']['diff']:+.3f} ± "
               f"{gain['celeba']['std']:.3f}, stress mean {gain['stress_mean']['diff']:+.3f} ± "
               f"{gain['stress_mean']['std']:.3f} (paired)", flush=True)
         write_json(table_file, table)
@@ -532,13 +536,14 @@ def ab_table() -> list[str]:
              "the reference's, ± the std of that difference over 200 identity draws (50 for the "
              "stress mean) shared by both models, with its 2.5-97.5% range "
              "(`python experiments/campaign.py --compare REFERENCE ARM...`):", "",
-             "| arm | its settings | images (reference's) | CelebA difference | range | "
-             "stress-mean difference | range |", "|---|---|---|---|---|---|---|"]
+             "| arm | its settings | reference | images (reference's) | CelebA difference | "
+             "range | stress-mean difference | range |", "|---|---|---|---|---|---|---|---|"]
     for arm, row in json.loads(table_file.read_text()).items():
         images = (f"{row['images_seen']:,} ({row['reference_images']:,})"
                   if row.get("images_seen") and row.get("reference_images") else "-")
         c, m = row["celeba"], row["stress_mean"]
-        lines.append(f"| {arm} | `{json.dumps(row.get('config') or {})}` | {images} | "
+        lines.append(f"| {arm} | `{json.dumps(row.get('config') or {})}` | {row['reference']} | "
+                     f"{images} | "
                      f"{c['diff']:+.3f} ± {c['std']:.3f} | {c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f} | "
                      f"{m['diff']:+.3f} ± {m['std']:.3f} | {m['ci95'][0]:+.3f} to {m['ci95'][1]:+.3f} |")
     return lines
