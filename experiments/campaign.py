@@ -731,8 +731,11 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
         print(f"{campaign_name(student, preset, line)}: step {state['step']}, images "
               f"{state['images_seen']:,}, CelebA TAR@1e-3 {fmt(state['curve'][-1]['celeba'])}",
               flush=True)
-    gain = (paired_gain(folder / "model.pt", folder / "stint_start.pt")
-            if state["step"] > start_step else None)
+    if state["step"] == start_step:
+        print(f"{campaign_name(student, preset, line)}: nothing to train (at step {start_step})",
+              flush=True)
+        return state
+    gain = paired_gain(folder / "model.pt", folder / "stint_start.pt")
     state["stints"].append({"start_step": start_step, "end_step": state["step"],
                             "images": (state["step"] - start_step) * recipe["batch"],
                             "gain": gain,
