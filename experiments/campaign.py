@@ -459,8 +459,12 @@ def paired_gain(model_pt: Path, reference_pt: Path) -> dict:
     """CelebA TAR@1e-3 and stress-mean TAR of `model_pt` minus `reference_pt`'s, each with the
     spread of the difference under identity draws shared by both models (wild_eval
     .paired_difference): the yardstick for a stint's gain and an A/B arm against its reference."""
+    return set_difference(pair_sets(model_pt), pair_sets(reference_pt))
+
+
+def set_difference(model: list, reference: list) -> dict:
+    """`paired_gain` of two models' `pair_sets`."""
     n_ids = int(celeba_eval_crops()[1].max()) + 1
-    model, reference = pair_sets(model_pt), pair_sets(reference_pt)
     return {"celeba": wild_eval.paired_difference(model[:1], reference[:1], n_ids),
             "stress_mean": wild_eval.paired_difference(model[1:], reference[1:], n_ids,
                                                        bootstraps=50)}
@@ -500,16 +504,23 @@ def compare_arms(reference: str, arms: list[str]) -> None:
         """(label, model.pt, the line's images and settings): a line's name, or a model.pt
         path named after its line (a line's model kept elsewhere)."""
         path = Path(name)
+        from lafs_edge.models.registry import read_checkpoint
+
         label = path.stem if path.suffix == ".pt" else name
+        model_pt = path if path.suffix == ".pt" else RUNS / name / "model.pt"
         state_file = STATE / label / "state.json"
         info = {}
         if state_file.is_file():
             state = json.loads(state_file.read_text())
             info = {"images_seen": state["images_seen"],
                     "config": state["recipe"].get("config", {})}
-        return label, path if path.suffix == ".pt" else RUNS / name / "model.pt", info
+        own = read_checkpoint(model_pt).get("images_seen") if model_pt.is_file() else None
+        if own is not None:
+            info["images_seen"] = own   # the model's own (a line's later models differ)
+        return label, model_pt, info
 
     ref_label, ref_pt, ref_info = resolve(reference)
+    ref_sets: list = []
     table_file = RESULTS / "campaign_ab.json"
     table = json.loads(table_file.read_text()) if table_file.is_file() else {}
     for name in arms:
@@ -518,7 +529,8 @@ def compare_arms(reference: str, arms: list[str]) -> None:
             if not path.is_file():
                 raise SystemExit(f"{path}: no such model (a line's run folder exists only on the "
                                  "machine that trained it)")
-        gain = paired_gain(arm_pt, ref_pt)
+        ref_sets = ref_sets or pair_sets(ref_pt)
+        gain = set_difference(pair_sets(arm_pt), ref_sets)
         table[arm] = {"reference": ref_label, "reference_images": ref_info.get("images_seen"),
                       "images_seen": info.get("images_seen"), "config": info.get("config"),
                       **gain}
@@ -769,11 +781,13 @@ def export_latest(folder: Path, cfg: dict, out: Path | None = None) -> None:
 
     rank = latest_rank_file(folder)
     assert rank is not None
-    modules = torch.load(rank, map_location="cpu", weights_only=True)["modules"]
+    state = torch.load(rank, map_location="cpu", weights_only=True)
+    modules = state["modules"]
     model = create_model(cfg["model"]["arch"], **cfg["model"]["overrides"])
     # distill.ema_decay > 0: the average, what the trainer exports too
     model.load_state_dict(modules.get("average") or model_weights(modules["student"]))
-    save_checkpoint(model, out or folder / "model.pt")
+    save_checkpoint(model, out or folder / "model.pt", step=int(state["step"]),
+                    images_seen=int(state["step"]) * int(cfg["optim"]["batch_size"]))
 
 
 # --- shipping -------------------------------------------------------------------------------
