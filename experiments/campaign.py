@@ -7,8 +7,9 @@ on any machine, from state committed in the repository.
 
 What a stint does:
 1. Continue from `experiments/campaign/<student>/`: `checkpoint.pt` (the student and its projection
-   to the teacher's 256-d in fp16, no optimizer moments: 2.1 MB for mobilefacenet, 6.8 MB for the
-   64-landmark part_fvit_tiny) and `state.json` (recipe, images seen, schedule position, data-order seed, the curve). The first
+   to the teacher's 256-d in fp16, no optimizer moments: 2.2 MB for mobilefacenet, 6.9 MB for the
+   64-landmark part_fvit_tiny) and `state.json` (recipe, images seen, schedule position,
+   data-order seed, the curve). The first
    stint starts from the shipped weights with the projection fitted by ridge regression to the
    teacher on 4,096 pool faces (a fresh random projection undid what a short run gained).
    A run folder (runs/campaign/<student>) that this machine already holds at the committed step or
@@ -29,7 +30,8 @@ What a stint does:
    (the same identity draws for both; and by 0.01), or that matches it within the latency target
    the shipped one misses, into the package (weights, threshold, model card), rewrites the
    README's table from the package (`edge_students.py --package`) and runs the quickstart; if
-   either fails, the previous files are put back. Before those, it times the int8 export against the latency reference
+   either fails, the previous files are put back. Before those, it times the int8 export
+   against the latency reference
    (benchmarks/edge_latency.py) and records the CelebA TAR and that ratio in the package's index
    (`--figures` alone): the default student is the most accurate within 1.5x the reference.
 
@@ -503,9 +505,9 @@ def compare_arms(reference: str, arms: list[str]) -> None:
     def resolve(name: str) -> tuple[str, Path, dict]:
         """(label, model.pt, the line's images and settings): a line's name, or a model.pt
         path named after its line (a line's model kept elsewhere)."""
-        path = Path(name)
         from lafs_edge.models.registry import read_checkpoint
 
+        path = Path(name)
         label = path.stem if path.suffix == ".pt" else name
         model_pt = path if path.suffix == ".pt" else RUNS / name / "model.pt"
         state_file = STATE / label / "state.json"
