@@ -259,6 +259,37 @@ def test_window_fits_the_screen(display, setup, demo_process):
     assert code == 0 and not _noise(err), err
 
 
+KEY_BEFORE_FIRST_POLL = """
+import subprocess, time
+import cv2, numpy as np
+from lafs_edge.apps.demo.window import Window
+window = Window()
+window.show(np.full((240, 320, 3), 128, np.uint8))
+for _ in range(20):         # OpenCV maps the window; the demo has not polled its keys yet
+    cv2.waitKey(10)
+found = subprocess.run(["xdotool", "search", "--name", "^lafs-edge demo$"],
+                       capture_output=True, text=True).stdout.split()
+subprocess.run(["xdotool", "windowactivate", "--sync", found[0]], check=True)
+subprocess.run(["xdotool", "key", "q"], check=True)
+keys, start = [], time.monotonic()
+while time.monotonic() - start < 2:
+    key = window.key(50)
+    if key is not None:
+        keys.append(key)
+window.close()
+print(keys)
+"""
+
+
+def test_key_typed_before_the_first_poll_is_kept(display):
+    """`q` typed as soon as the window shows, before the demo's first poll attaches the X key
+    watch: seen once (it was lost, and CI's demo waited for ever on a loaded machine)."""
+    process = subprocess.run([sys.executable, "-c", KEY_BEFORE_FIRST_POLL], env=display,
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip() == str([ord("q")])
+
+
 def test_window_close_button_ends_the_demo(display, setup, demo_process):
     """The window manager's close action while the clip plays (at 1 FPS: 12 s): exit 0, the
     log closed with its summary."""

@@ -149,6 +149,7 @@ class Window:
         from lafs_edge.apps.x11_keys import KeyWatch
 
         self.watch = KeyWatch(WINDOW) if sys.platform.startswith("linux") else None
+        self.watched_polls = 0     # polls since the watch attached, counted up to 2 (_poll)
 
     def show(self, bgr: np.ndarray) -> None:
         self.cv2.imshow(WINDOW, fit_to_screen(bgr, self.screen))
@@ -168,10 +169,17 @@ class Window:
         """Let OpenCV run its window for up to `wait_ms`, then queue what was typed."""
         code = self.cv2.waitKeyEx(wait_ms)
         typed = self.watch.keys() if self.watch is not None else None
-        if typed is not None:
-            self.keys.extend(typed)
-        elif code != -1:
-            self.keys.append(typed_key(code))
+        if typed is None:
+            if code != -1:
+                self.keys.append(typed_key(code))
+            return
+        # A key typed before the watch attached reaches OpenCV alone, at the latest in the
+        # poll after the one that attached it: there, OpenCV's key counts when the watch saw none
+        # (a `q` pressed as the window appeared was lost, and the demo waited for ever).
+        if self.watched_polls < 2 and not typed and code != -1:
+            typed = [typed_key(code)]
+        self.watched_polls = min(2, self.watched_polls + 1)
+        self.keys.extend(typed)
 
     def closed(self) -> bool:
         try:
