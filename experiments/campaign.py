@@ -438,23 +438,42 @@ def evaluate_line_model(model_pt: Path, recipe: dict) -> dict:
 
 
 def evaluate_model(model_pt: Path) -> dict:
-    from lafs_edge.models import load_model
-
-    crops, labels = celeba_eval_crops()
-    embed = torch_embedder(load_model(model_pt).eval())
-    return wild_eval.report(lambda c: embed_with(embed, c), crops, labels)
+    sets = eval_embeddings(model_pt)
+    return wild_eval.report_of(sets["clean"], sets, celeba_eval_crops()[1])
 
 
 def pair_sets(model_pt: Path) -> list:
     """A model's wild_eval.PairScores: the CelebA all-pairs set, then each stress condition's."""
+    sets, labels = eval_embeddings(model_pt), celeba_eval_crops()[1]
+    return [wild_eval.all_pair_scores(sets["clean"], labels),
+            *[wild_eval.cross_pair_scores(sets["clean"], sets[c], labels)
+              for c in wild_eval.RELIGHT]]
+
+
+EMBEDDINGS: dict[str, dict[str, np.ndarray]] = {}    # weights digest -> eval_embeddings
+
+
+def eval_embeddings(model_pt: Path) -> dict[str, np.ndarray]:
+    """A model's unit embeddings of the CelebA eval crops ("clean") and of each relit set (by
+    condition), kept in this process by the weights' hash: a stint's evaluation, its paired gain
+    and the ship check embed each model once."""
     from lafs_edge.models import load_model
 
-    crops, labels = celeba_eval_crops()
-    embed = torch_embedder(load_model(model_pt).eval())
-    clean = embed_with(embed, crops)
-    return [wild_eval.all_pair_scores(clean, labels),
-            *[wild_eval.cross_pair_scores(clean, embed_with(embed, wild_eval.relit(crops, c)),
-                                          labels) for c in wild_eval.RELIGHT]]
+    model = load_model(model_pt).eval()
+    key = weights_digest(model.state_dict())
+    if key not in EMBEDDINGS:
+        embed = torch_embedder(model)
+        if len(EMBEDDINGS) >= 8:
+            EMBEDDINGS.pop(next(iter(EMBEDDINGS)))
+        EMBEDDINGS[key] = {"clean": embed_with(embed, celeba_eval_crops()[0]),
+                           **{c: embed_with(embed, relit_eval_crops(c)) for c in wild_eval.RELIGHT}}
+    return EMBEDDINGS[key]
+
+
+@functools.cache
+def relit_eval_crops(condition: str) -> np.ndarray:
+    """The stress set's crops under `condition` (wild_eval.relit), made once per process."""
+    return wild_eval.relit(celeba_eval_crops()[0], condition)
 
 
 def paired_gain(model_pt: Path, reference_pt: Path) -> dict:
@@ -854,6 +873,17 @@ def ship_card(state: dict, figures: dict, shipped: dict, teacher: dict, gain: di
 
 
 def ship_if_better(student: str, preset: str, line: str | None) -> bool:
+    """`ship_line` with the package to itself: two stints ending together rewrite the same
+    index, README and latency results, so the second waits for the first."""
+    import fcntl
+
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS / "ship.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return ship_line(student, preset, line)
+
+
+def ship_line(student: str, preset: str, line: str | None) -> bool:
     """Put the line's latest student into the package when `ship_reason` gives one; then the
     README's table from the package (edge_students.py --package) and `make quickstart`'s check,
     which puts the previous files back if it fails."""

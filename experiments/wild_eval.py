@@ -198,10 +198,16 @@ def report(embed: Callable[[np.ndarray], np.ndarray], crops: np.ndarray, labels:
            stress: bool = True) -> dict:
     """{"celeba": all-pairs figure, "stress": {condition: cross-pair figure}} of a function from
     uint8 crops (N, H, W, 3) to unit rows."""
-    clean = embed(crops)
+    relit_sets = {c: embed(relit(crops, c)) for c in RELIGHT} if stress else None
+    return report_of(embed(crops), relit_sets, labels)
+
+
+def report_of(clean: np.ndarray, relit_sets: dict[str, np.ndarray] | None,
+              labels: np.ndarray) -> dict:
+    """`report` from the embeddings: the clean crops', and each relit set's by condition."""
     out = {"celeba": all_pairs(clean, labels)}
-    if stress:
-        out["stress"] = {c: cross_pairs(clean, embed(relit(crops, c)), labels, bootstraps=50)
+    if relit_sets is not None:
+        out["stress"] = {c: cross_pairs(clean, relit_sets[c], labels, bootstraps=50)
                          for c in RELIGHT}
         out["stress_mean"] = round(float(np.mean([v["tar"] for v in out["stress"].values()])), 4)
     return out

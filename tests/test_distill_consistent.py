@@ -410,3 +410,37 @@ def test_campaign_commits_fp16_weights_only_and_rebuilds_a_run_that_resumes(tmp_
     old = torch.load(campaign.latest_rank_file(tmp_path / "old"), weights_only=True)
     assert old["optimizer"]["state"] == {}
     assert old["optimizer"]["param_groups"] == back["optimizer"]["param_groups"]
+
+
+def test_campaign_embeds_each_model_once_for_its_figures_and_pair_sets(tmp_path, monkeypatch):
+    """evaluate_model and pair_sets share one embedding of a model (kept by its weights' hash):
+    the figures equal wild_eval.report's with an embedder of its own, and a model paired with
+    itself differs by exactly 0."""
+    from lafs_edge.models import create_model, load_model, save_checkpoint
+
+    campaign = campaign_module("campaign")
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (24, 112, 112, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(6), 4)
+    monkeypatch.setattr(campaign, "celeba_eval_crops", lambda: (crops, labels))
+    monkeypatch.setattr(campaign, "EMBEDDINGS", {})
+    campaign.relit_eval_crops.cache_clear()
+    embedded = []
+    own = campaign.torch_embedder
+    monkeypatch.setattr(campaign, "torch_embedder", lambda model: embedded.append(1) or own(model))
+    torch.manual_seed(0)
+    save_checkpoint(create_model("mobilefacenet").eval(), tmp_path / "model.pt")
+    try:
+        figures = campaign.evaluate_model(tmp_path / "model.pt")
+        sets = campaign.pair_sets(tmp_path / "model.pt")
+        gain = campaign.paired_gain(tmp_path / "model.pt", tmp_path / "model.pt")
+        expected = campaign.wild_eval.report(
+            lambda c: campaign.embed_with(own(load_model(tmp_path / "model.pt").eval()), c),
+            crops, labels)
+    finally:
+        campaign.relit_eval_crops.cache_clear()
+    assert len(embedded) == 1
+    assert figures == expected
+    assert len(sets) == 1 + len(campaign.wild_eval.RELIGHT)
+    assert len(sets[0].genuine) == 6 * 6 and len(sets[1].genuine) == 6 * 4 * 3
+    assert gain["celeba"]["diff"] == 0 and gain["stress_mean"]["diff"] == 0
