@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
-ORDER = ["edge_students", "vit_diagnosis", "lafs_small"]  # known studies first; any other fragment after them
+ORDER = ["shipped_students", "edge_students", "vit_diagnosis", "lafs_small"]  # known studies first; any other fragment after them
 
 HEADER = """# Results on real faces
 
