@@ -256,7 +256,8 @@ def main() -> int:
                             if isinstance(m, torch.nn.PReLU)])
         slopes = {"count": values.numel(), "min": float(values.min()), "max": float(values.max()),
                   "near_zero": int((values.abs() < 1e-3).sum())}
-    result = {"machine": machine(), "openvino": ov.__version__, "threads": args.threads,
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
+              "openvino": ov.__version__, "threads": args.threads,
               "batch": 1, "runs": args.runs, "rounds": args.rounds, "pretrained": args.pretrained,
               "rows": rows, "profiles": profiles, "graph_ops": graphs,
               "mobilefacenet_prelu_slopes": slopes}
