@@ -444,3 +444,37 @@ def test_campaign_embeds_each_model_once_for_its_figures_and_pair_sets(tmp_path,
     assert len(sets) == 1 + len(campaign.wild_eval.RELIGHT)
     assert len(sets[0].genuine) == 6 * 6 and len(sets[1].genuine) == 6 * 4 * 3
     assert gain["celeba"]["diff"] == 0 and gain["stress_mean"]["diff"] == 0
+
+
+def test_fit_gap_rebuilds_the_committed_student_with_its_projection(tmp_path, monkeypatch):
+    """experiments/fit_gap.py reads a line's committed checkpoint into the trainer's student and
+    projection: its projected rows are the trainer's Student's (fp16-rounded weights), unit."""
+    import json
+
+    campaign, fit_gap = campaign_module("campaign"), campaign_module("fit_gap")
+    from lafs_edge.image import MEAN, STD
+    from lafs_edge.models import create_model
+    from lafs_edge.train.distill import Student
+    from lafs_edge.train.engine.optim import build_optimizer, split_decay
+
+    state = campaign.read_state("mobilefacenet", "cpu", "gap", {})
+    cfg = campaign.resolved_config(campaign.distill_argv("mobilefacenet", state["recipe"],
+                                                         tmp_path, 0))
+    torch.manual_seed(0)
+    student = Student(create_model("mobilefacenet"), torch.nn.Linear(128, 256))
+    optimizer = build_optimizer(split_decay([student]), cfg["optim"], torch.device("cpu"))
+    campaign.write_run_checkpoint(tmp_path / "run", 40, {"student": student.state_dict()},
+                                  optimizer.state_dict(), cfg, 21)
+    (tmp_path / "line").mkdir()
+    campaign.compact(campaign.latest_rank_file(tmp_path / "run"), tmp_path / "line" / "checkpoint.pt")
+    (tmp_path / "line" / "state.json").write_text(json.dumps({**state, "step": 40,
+                                                              "images_seen": 2560}))
+    monkeypatch.setattr(fit_gap, "STATE", tmp_path)
+    rebuilt, step, images = fit_gap.student_of("line")
+    assert (step, images) == (40, 2560)
+    student.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                             for k, v in student.state_dict().items()})
+    crops = torch.randint(0, 256, (3, 3, 112, 112), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = F.normalize(student.eval()((crops.float() - MEAN) / STD)[1], dim=1).numpy()
+    np.testing.assert_allclose(fit_gap.projected(rebuilt, crops), expected, atol=1e-5)
