@@ -38,8 +38,12 @@ What a stint does:
 A line (`--line NAME --set KEY=VALUE ...`) is a campaign of its own from step 0 with a changed
 recipe (an A/B arm, or another start: `--set init=path/model.pt`); its recipe is fixed once it has
 started. The first recipe starts from the shipped student; see `RECIPES` for every setting.
+An arm's finding enters a long run as a branch: a new line that continues another line's
+committed state with the changed settings (`--branch PARENT`; the parent stays as it was).
 
     python experiments/campaign.py --student mobilefacenet --line lr3e-4 --set lr=3e-4 --hours 1
+    python experiments/campaign.py --student mobilefacenet --branch lr3e-4 --line lr3e-4-noillum \
+        --set 'config={"augment.hard.illumination_prob": 0}' --hours 2
 """
 from __future__ import annotations
 
@@ -144,6 +148,41 @@ def read_state(student: str, preset: str, line: str | None = None,
     return {"student": student, "preset": preset, "line": line,
             "recipe": {**RECIPES[preset][student], **(settings or {})}, "step": 0,
             "images_seen": 0, "curve": [], "stints": []}
+
+
+FIXED_AT_BRANCH = {"init", "overrides", "batch", "seed"}   # what the branch's weights were built on
+
+
+def branch_line(student: str, preset: str, parent: str | None, line: str, settings: dict) -> dict:
+    """A new line that continues `parent`'s committed state (weights, projection, step, images
+    seen, the curve so far) with `settings` changed from that point: how an A/B arm's finding
+    enters a long run without rewriting the parent's recipe. `config` entries are added to the
+    parent's; the architecture, start, batch and data-order seed stay the parent's."""
+    import shutil
+
+    source, target = state_dir(student, preset, parent), state_dir(student, preset, line)
+    if (target / "state.json").is_file():
+        raise SystemExit(f"{campaign_name(student, preset, line)} exists: branch into a new --line")
+    if not (source / "checkpoint.pt").is_file():
+        raise SystemExit(f"{campaign_name(student, preset, parent)} has no committed checkpoint "
+                         "to branch from")
+    fixed = FIXED_AT_BRANCH & set(settings)
+    unknown = set(settings) - set(RECIPES[preset][student]) - fixed
+    if fixed or unknown:
+        raise SystemExit(f"a branch cannot change {sorted(fixed | unknown)}: start a new line")
+    base = json.loads((source / "state.json").read_text())
+    recipe = {**base["recipe"], **settings,
+              "config": {**base["recipe"].get("config", {}), **settings.get("config", {})}}
+    name = campaign_name(student, preset, parent)
+    state = {**base, "line": line, "recipe": recipe,   # the parent's stints: these weights' past
+             "notes": [f"Branched from {name} at step {base['step']} ({base['images_seen']:,} "
+                       f"images) with {json.dumps(settings)}."],
+             "parent": {"line": name, "step": base["step"], "images_seen": base["images_seen"],
+                        "changed": settings}}
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "checkpoint.pt", target / "checkpoint.pt")
+    save_state(state, target)
+    return state
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -998,6 +1037,9 @@ def main() -> None:
                         help="a named campaign of its own (an A/B arm): its own state and run folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe value for a line's first stint (JSON value), e.g. lr=3e-4")
+    parser.add_argument("--branch", metavar="PARENT", default=None,
+                        help="start --line from line PARENT's committed state ('' for the "
+                             "student's main line) with the --set values changed from there on")
     parser.add_argument("--until-images", type=int, default=0, metavar="N",
                         help="end the stint once the line has seen N images (A/B arms compared "
                              "at equal images); the schedule still spans the recipe's total")
@@ -1024,6 +1066,11 @@ def main() -> None:
             raise SystemExit("--compare takes a reference and at least one arm")
         compare_arms(args.compare[0], args.compare[1:])
         args.report = True
+    if args.branch is not None:
+        if not args.line or len(students) != 1:
+            raise SystemExit("--branch needs one --student and the new --line")
+        branch_line(students[0], args.preset, args.branch or None, args.line, settings)
+        settings = {}     # now the branch's recipe
     if not args.report:
         for student in students:
             if args.hours > 0:

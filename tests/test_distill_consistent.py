@@ -478,3 +478,34 @@ def test_fit_gap_rebuilds_the_committed_student_with_its_projection(tmp_path, mo
     with torch.no_grad():
         expected = F.normalize(student.eval()((crops.float() - MEAN) / STD)[1], dim=1).numpy()
     np.testing.assert_allclose(fit_gap.projected(rebuilt, crops), expected, atol=1e-5)
+
+
+def test_campaign_branch_continues_a_line_with_changed_settings(tmp_path, monkeypatch):
+    """--branch: the new line starts at the parent's step and images with its checkpoint, the
+    parent's recipe plus the changes (config entries merged), and the parent untouched; an
+    existing line, or a change to what the weights were built on, is refused."""
+    import json
+
+    campaign = campaign_module("campaign")
+    monkeypatch.setattr(campaign, "STATE", tmp_path)
+    parent = campaign.read_state("mobilefacenet", "cpu", "main", {"config": {"augment.flip": 0.5}})
+    parent.update(step=900, images_seen=57600, stints=[{"start_step": 0, "end_step": 900}])
+    campaign.save_state(parent, campaign.state_dir("mobilefacenet", "cpu", "main"))
+    (tmp_path / "mobilefacenet-main" / "checkpoint.pt").write_bytes(b"weights")
+    change = {"config": {"augment.hard.illumination_prob": 0}, "relational_weight": 0.1}
+    state = campaign.branch_line("mobilefacenet", "cpu", "main", "noillum", change)
+    saved = json.loads((tmp_path / "mobilefacenet-noillum" / "state.json").read_text())
+    assert saved == state and state["step"] == 900 and state["images_seen"] == 57600
+    assert state["recipe"]["config"] == {"augment.flip": 0.5, "augment.hard.illumination_prob": 0}
+    assert state["recipe"]["relational_weight"] == 0.1 and state["recipe"]["lr"] == parent["recipe"]["lr"]
+    assert state["parent"] == {"line": "mobilefacenet-main", "step": 900, "images_seen": 57600,
+                               "changed": change}
+    assert (tmp_path / "mobilefacenet-noillum" / "checkpoint.pt").read_bytes() == b"weights"
+    assert campaign.read_state("mobilefacenet", "cpu", "main")["recipe"] == parent["recipe"]
+    assert campaign.read_state("mobilefacenet", "cpu", "noillum") == state   # resumes as a line
+    with pytest.raises(SystemExit, match="exists"):
+        campaign.branch_line("mobilefacenet", "cpu", "main", "noillum", change)
+    with pytest.raises(SystemExit, match=r"cannot change \['batch'\]"):
+        campaign.branch_line("mobilefacenet", "cpu", "main", "b2", {"batch": 32})
+    with pytest.raises(SystemExit, match="no committed checkpoint"):
+        campaign.branch_line("mobilefacenet", "cpu", "noparent", "b3", {})
