@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import campaign  # noqa: E402
 from faces import write_json  # noqa: E402
+from report import main as rebuild_results_page  # noqa: E402
 
 OUT = campaign.RUNS / "resume_check"
 RESULTS = campaign.RESULTS / "resume_without_moments"
@@ -92,7 +93,7 @@ def main() -> None:
                          f"--steps {args.steps}"}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS.with_suffix(".json"), result)
-    lines = [f"# Resuming `{args.line}` without AdamW's moments", "",
+    lines = [f"## Resuming `{args.line}` without AdamW's moments (issue 21)", "",
              f"`{result['command']}`: from step {step}, {args.steps} steps each, the same batches "
              f"and views; the rebuilt run re-warms the lr over {result['rewarm_steps']} steps.", "",
              "| step | loss, with moments | loss, rebuilt |", "|---|---|---|",
@@ -102,6 +103,7 @@ def main() -> None:
              f"moments, paired: {gain['celeba']['diff']:+.3f} ± {gain['celeba']['std']:.3f}; "
              f"stress mean {gain['stress_mean']['diff']:+.3f} ± {gain['stress_mean']['std']:.3f}."]
     RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    rebuild_results_page()
     print("\n".join(lines[-1:]))
 
 
