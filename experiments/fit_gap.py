@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from campaign import STATE, TEACHER  # noqa: E402
-from faces import REPO, celeba_eval_crops, write_json  # noqa: E402
+from faces import REPO, celeba_eval_crops, embed_with, torch_embedder, write_json  # noqa: E402
 
 import wild_eval  # noqa: E402
 from report import main as rebuild_results_page  # noqa: E402
@@ -52,17 +52,8 @@ def student_of(line: str):
 
 
 def projected(student, crops_nchw) -> np.ndarray:
-    """Unit rows of the student's projected embedding of float NCHW 0-255 crops."""
-    import torch
-
-    from lafs_edge.image import MEAN, STD
-
-    rows = []
-    with torch.no_grad():
-        for i in range(0, len(crops_nchw), 64):
-            rows.append(student((crops_nchw[i:i + 64].float() - MEAN) / STD).numpy())
-    out = np.concatenate(rows)
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
+    """Unit rows of the student's projected embedding of uint8 NCHW crops."""
+    return embed_with(torch_embedder(student), crops_nchw.permute(0, 2, 3, 1).numpy())
 
 
 def teacher_on_eval() -> np.ndarray:
