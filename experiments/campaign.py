@@ -29,8 +29,10 @@ What a stint does:
    CelebA TAR@FAR1e-3 beats the shipped one by more than the spread of their paired difference
    (the same identity draws for both; and by 0.01), or that matches it within the latency target
    the shipped one misses, into the package (weights, threshold, model card), rewrites the
-   README's table from the package (`edge_students.py --package`) and runs the quickstart; if
-   either fails, the previous files are put back. Before those, it times the int8 export
+   README's table from the package (`edge_students.py --package`), runs the quickstart and
+   checks its photos' verdicts with the new student (`photo_mistakes`: the package's photo tests
+   fail on any wrong name); if any of these fails, the previous files are put back. Before
+   those, it times the int8 export
    against the latency reference
    (benchmarks/edge_latency.py) and records the CelebA TAR and that ratio in the package's index
    (`--figures` alone): the default student is the most accurate within 1.5x the reference.
@@ -458,9 +460,7 @@ def recalibrate(model_pt: Path, faces: int) -> None:
 def evaluate_student(model_pt: Path) -> dict:
     """The wild_eval report of a model.pt; kept by the weights' hash (lines from one start share
     their first point)."""
-    from lafs_edge.models import load_model
-
-    cache = RUNS / "eval_cache" / f"{weights_digest(load_model(model_pt).state_dict())}.json"
+    cache = RUNS / "eval_cache" / f"{loaded(model_pt)[1]}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     figures = evaluate_model(model_pt)
@@ -489,6 +489,20 @@ def pair_sets(model_pt: Path) -> list:
               for c in wild_eval.RELIGHT]]
 
 
+def loaded(model_pt: Path) -> tuple:
+    """(the model in eval mode, its `weights_digest`), read once per version of the file."""
+    stat = Path(model_pt).stat()
+    return _loaded(str(Path(model_pt).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(path: str, mtime_ns: int, size: int) -> tuple:
+    from lafs_edge.models import load_model
+
+    model = load_model(path).eval()
+    return model, weights_digest(model.state_dict())
+
+
 EMBEDDINGS: dict[str, dict[str, np.ndarray]] = {}    # weights digest -> eval_embeddings
 
 
@@ -496,10 +510,7 @@ def eval_embeddings(model_pt: Path) -> dict[str, np.ndarray]:
     """A model's unit embeddings of the CelebA eval crops ("clean") and of each relit set (by
     condition), kept in this process by the weights' hash: a stint's evaluation, its paired gain
     and the ship check embed each model once."""
-    from lafs_edge.models import load_model
-
-    model = load_model(model_pt).eval()
-    key = weights_digest(model.state_dict())
+    model, key = loaded(model_pt)
     if key not in EMBEDDINGS:
         embed = torch_embedder(model)
         if len(EMBEDDINGS) >= 8:
@@ -924,8 +935,8 @@ def ship_if_better(student: str, preset: str, line: str | None) -> bool:
 
 def ship_line(student: str, preset: str, line: str | None) -> bool:
     """Put the line's latest student into the package when `ship_reason` gives one; then the
-    README's table from the package (edge_students.py --package) and `make quickstart`'s check,
-    which puts the previous files back if it fails."""
+    README's table from the package (edge_students.py --package), `make quickstart`'s check and
+    `photo_mistakes`, which put the previous files back if they fail."""
     from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped, weights_file
     from lafs_edge.models.shipping import ship_student
 
@@ -974,8 +985,27 @@ def ship_line(student: str, preset: str, line: str | None) -> bool:
             ratio = shipped()[student]["latency_ratio"]
             if ratio > LATENCY_TARGET:
                 put_back(f"int8 latency {ratio:.2f}x the reference, above {LATENCY_TARGET}x,")
+    mistakes = photo_mistakes(student)
+    if mistakes:
+        put_back("the quickstart's photos: " + "; ".join(
+            f"{photo}: {truth} called {called} ({score:.2f})"
+            for photo, truth, called, score in mistakes) + ",")
     print(f"{name}: shipped ({reason}; {against})", flush=True)
     return True
+
+
+def photo_mistakes(student: str) -> list[tuple]:
+    """The quickstart's device part with the shipped `student`'s int8 artifact: the faces of
+    the group photos it names wrongly. `make quickstart` reports them without failing; the
+    package's own photo tests (tests/test_python_api.py, tests/test_quickstart.py) fail on any,
+    so a student that makes one does not ship."""
+    import tempfile
+
+    from lafs_edge.apps.quickstart import run_device, wrong_verdicts
+    from lafs_edge.commands.artifacts import default_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return wrong_verdicts(run_device(default_artifact(student), Path(tmp))["verdicts"])
 
 
 def record_package_figures() -> None:

@@ -634,16 +634,36 @@ def update_deploy_doc(reports: dict, bench_md: str, machine: str,
 
 def package_students(out: Path) -> Path:
     """The package's shipped students as run folders (`out/<student>/model.pt`, what the stages
-    below read), in a folder named by their sha256s: a new ship gets new exports, a rerun reuses."""
+    below read), in a folder named by their sha256s: a new ship gets new exports, a rerun reuses.
+    A student whose weights did not change keeps the exports and verify reports it has in an
+    earlier package's folder (a ship of one student re-exports that one only)."""
     from lafs_edge.models import create_model, save_checkpoint
     from lafs_edge.models.pretrained import shipped
 
     index = shipped()
-    folder = out / "-".join(index[s]["sha256"][:8] for s in STUDENTS)
-    for student in STUDENTS:
+    digests = [index[s]["sha256"][:8] for s in STUDENTS]
+    folder = out / "-".join(digests)
+    for position, student in enumerate(STUDENTS):
         if not (folder / student / "model.pt").is_file():
             save_checkpoint(create_model(student, pretrained=True), folder / student / "model.pt")
+        earlier = [f for f in sorted(out.iterdir()) if f != folder and f.is_dir()
+                   and f.name.split("-")[position:position + 1] == digests[position:position + 1]]
+        if earlier:
+            reuse_exports(earlier[-1] / "artifacts", folder / "artifacts", student)
     return folder
+
+
+def reuse_exports(source: Path, target: Path, student: str) -> None:
+    """Copy `student`'s finished exports (artifact folders with their manifest, and verify
+    reports) from `source` into `target` where `target` lacks them."""
+    import shutil
+
+    for name in (f"{student}-{t}-{p}" for t, p in ARTIFACTS):
+        artifact, report = source / name, source / f"{name}.verify.json"
+        if (artifact / "manifest.json").is_file() and not (target / name).exists():
+            shutil.copytree(artifact, target / name)
+        if report.is_file() and not (target / report.name).exists():
+            shutil.copyfile(report, target / report.name)
 
 
 def main() -> None:

@@ -437,9 +437,12 @@ def test_campaign_embeds_each_model_once_for_its_figures_and_pair_sets(tmp_path,
         expected = campaign.wild_eval.report(
             lambda c: campaign.embed_with(own(load_model(tmp_path / "model.pt").eval()), c),
             crops, labels)
+        assert len(embedded) == 1
+        save_checkpoint(create_model("mobilefacenet").eval(), tmp_path / "model.pt")
+        campaign.pair_sets(tmp_path / "model.pt")   # new weights in the same file: read again
     finally:
         campaign.relit_eval_crops.cache_clear()
-    assert len(embedded) == 1
+    assert len(embedded) == 2
     assert figures == expected
     assert len(sets) == 1 + len(campaign.wild_eval.RELIGHT)
     assert len(sets[0].genuine) == 6 * 6 and len(sets[1].genuine) == 6 * 4 * 3

@@ -117,9 +117,17 @@ def test_device_part_with_the_shipped_student(group_photos, mediapipe_models, tm
     known = [(truth, name) for _, truth, name, _ in verdicts if truth != "unknown"]
     assert sorted(known) == [("Ava", "Ava"), ("Obama", "Obama"), ("Obama", "Obama")], verdicts
     assert all(name == "unknown" for _, truth, name, _ in verdicts if truth == "unknown"), verdicts
+    assert quickstart.wrong_verdicts(verdicts) == []
     events = [json.loads(line) for line in result["events"].read_text().splitlines()]
     assert events[-1]["event"] == "summary"
     assert result["video"].is_file() and result["snapshot"].is_file()
+
+
+def test_wrong_verdicts_are_a_missed_person_a_wrong_name_or_a_named_stranger():
+    verdicts = [("sample3.jpg", "Ava", "Ava", 0.61), ("obama2.jpg", "Obama", "unknown", 0.37),
+                ("sample3.jpg", "unknown", "Ava", 0.39), ("biden.jpg", "unknown", "unknown", 0.1),
+                ("obama3.jpg", "Obama", "Ava", 0.45)]
+    assert quickstart.wrong_verdicts(verdicts) == [verdicts[1], verdicts[2], verdicts[4]]
 
 
 def test_quickstart_bad_data_is_one_line(tmp_path, capsys):

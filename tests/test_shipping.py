@@ -145,6 +145,35 @@ def test_edge_students_ships_through_the_package(weights, tmp_path, monkeypatch)
     assert card.endswith(edge_students.TERMS + "\n")
 
 
+def test_a_package_reuses_the_exports_of_a_student_that_did_not_change(tmp_path):
+    """edge_students.py --package after a ship of one student: the other one's exports and
+    verify reports come from the earlier package's folder; the shipped one is exported anew."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(pretrained.WEIGHTS.parents[1] / "experiments"))
+    try:
+        edge_students = importlib.import_module("edge_students")
+    finally:
+        sys.path.pop(0)
+    digests = {s: shipped()[s]["sha256"][:8] for s in edge_students.STUDENTS}
+    first, second = edge_students.STUDENTS
+    earlier = tmp_path / f"{digests[first]}-00000000" / "artifacts"   # `second` shipped since
+    for student in edge_students.STUDENTS:
+        (earlier / f"{student}-openvino-int8").mkdir(parents=True)
+        (earlier / f"{student}-openvino-int8" / "manifest.json").write_text("{}")
+        (earlier / f"{student}-openvino-int8.verify.json").write_text('{"passed": true}')
+    (earlier / f"{first}-tflite-int8").mkdir()                   # an export that did not finish
+    folder = edge_students.package_students(tmp_path)
+    assert folder.name == f"{digests[first]}-{digests[second]}"
+    artifacts = folder / "artifacts"
+    assert (artifacts / f"{first}-openvino-int8" / "manifest.json").read_text() == "{}"
+    assert json.loads((artifacts / f"{first}-openvino-int8.verify.json").read_text())["passed"]
+    assert not (artifacts / f"{first}-tflite-int8").exists()
+    assert not list(artifacts.glob(f"{second}-*"))
+    assert (folder / second / "model.pt").is_file()
+
+
 # --- the default student: best CelebA TAR@FAR1e-3 within the latency target ----------------------
 
 def index_with(monkeypatch, folder, entries: dict) -> None:
