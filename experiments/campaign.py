@@ -762,7 +762,7 @@ def stint_minutes(stint: dict) -> float:
 
 def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: int,
           threads: int | None = None, line: str | None = None,
-          settings: dict | None = None, until_images: int = 0) -> dict:
+          settings: dict | None = None, until_images: int = 0, compiled: bool = False) -> dict:
     import platform
 
     state = read_state(student, preset, line, settings)
@@ -798,8 +798,10 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
     while time.time() + 60 < deadline and state["step"] < end_step:
         chunk_start = time.time()
         chunk_end = min(chunk_start + chunk_minutes * 60, deadline)
-        code = train_chunk(distill_argv(student, recipe, folder, end_step),
-                           threads or recipe["threads"], folder / "train.log", chunk_end, nice)
+        # train.compile: a run key (not the recipe's): the same weights, a faster step for some
+        # students, minutes of compiling at each chunk's start (benchmarks/compile_speed.py)
+        argv = distill_argv(student, recipe, folder, end_step) + ["train.compile=true"] * compiled
+        code = train_chunk(argv, threads or recipe["threads"], folder / "train.log", chunk_end, nice)
         trained += time.time() - chunk_start
         if code not in (0, 130, 143, -signal.SIGTERM):   # 130/143: stopped at the slice's end
             raise SystemExit(f"training failed ({code}); see {folder / 'train.log'}")
@@ -827,15 +829,15 @@ def stint(student: str, preset: str, hours: float, chunk_minutes: float, nice: i
                             "recipe": dict(recipe),
                             "machine": platform.processor() or platform.machine(),
                             "command": stint_command(student, preset, hours, line, settings,
-                                                     until_images)})
+                                                     until_images, compiled)})
     save_state(state, saved)
     return state
 
 
 def stint_command(student: str, preset: str, hours: float, line: str | None,
-                  settings: dict | None, until_images: int = 0) -> str:
+                  settings: dict | None, until_images: int = 0, compiled: bool = False) -> str:
     words = ["python", "experiments/campaign.py", "--student", student, "--preset", preset,
-             "--hours", str(hours)]
+             "--hours", str(hours)] + ["--compile"] * compiled
     words += ["--until-images", str(until_images)] if until_images else []
     words += ["--line", line] if line else []
     for key, value in (settings or {}).items():
@@ -935,8 +937,9 @@ def ship_if_better(student: str, preset: str, line: str | None) -> bool:
 
 def ship_line(student: str, preset: str, line: str | None) -> bool:
     """Put the line's latest student into the package when `ship_reason` gives one; then the
-    README's table from the package (edge_students.py --package), `make quickstart`'s check and
-    `photo_mistakes`, which put the previous files back if they fail."""
+    `photo_mistakes` (first), the latency run, the README's table from the package
+    (edge_students.py --package) and `make quickstart`'s check, which put the previous files
+    back if they fail."""
     from lafs_edge.models.pretrained import INDEX, WEIGHTS, shipped, weights_file
     from lafs_edge.models.shipping import ship_student
 
@@ -974,6 +977,14 @@ def ship_line(student: str, preset: str, line: str | None) -> bool:
         raise SystemExit(f"{why} with {name}'s student: the previous {student} is back in the "
                          "package")
 
+    try:   # first: the cheapest check, and the one most often failed
+        mistakes = photo_mistakes(student)
+    except Exception as e:   # noqa: BLE001 - whatever stops the check, the package goes back
+        put_back(f"the quickstart's photos could not be checked ({e})")
+    if mistakes:
+        put_back("the quickstart's photos: " + "; ".join(
+            f"{photo}: {truth} called {called} ({score:.2f})"
+            for photo, truth, called, score in mistakes) + ",")
     for argv in (LATENCY_BENCH, [sys.executable, "experiments/campaign.py", "--figures"],
                  [sys.executable, "experiments/edge_students.py", "--package"],
                  [sys.executable, "-m", "lafs_edge.apps.quickstart"]):
@@ -985,18 +996,13 @@ def ship_line(student: str, preset: str, line: str | None) -> bool:
             ratio = shipped()[student]["latency_ratio"]
             if ratio > LATENCY_TARGET:
                 put_back(f"int8 latency {ratio:.2f}x the reference, above {LATENCY_TARGET}x,")
-    mistakes = photo_mistakes(student)
-    if mistakes:
-        put_back("the quickstart's photos: " + "; ".join(
-            f"{photo}: {truth} called {called} ({score:.2f})"
-            for photo, truth, called, score in mistakes) + ",")
     print(f"{name}: shipped ({reason}; {against})", flush=True)
     return True
 
 
 def photo_mistakes(student: str) -> list[tuple]:
-    """The quickstart's device part with the shipped `student`'s int8 artifact: the faces of
-    the group photos it names wrongly. `make quickstart` reports them without failing; the
+    """The quickstart's device part with the shipped `student`'s artifact (the one `enroll`,
+    `identify` and `demo` export and use): the faces of the group photos it names wrongly. `make quickstart` reports them without failing; the
     package's own photo tests (tests/test_python_api.py, tests/test_quickstart.py) fail on any,
     so a student that makes one does not ship."""
     import tempfile
@@ -1063,6 +1069,10 @@ def main() -> None:
                         help="the training's nice level (10: tests and other work come first)")
     parser.add_argument("--threads", type=int, default=None,
                         help="the student's CPU threads (default: the recipe's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="train with train.compile=true (torch.compile; on this CPU at 1 "
+                             "thread: mobilefacenet's step 1.46x faster, the landmark student's "
+                             "0.92x; docs/benchmarks.md)")
     parser.add_argument("--line", default=None,
                         help="a named campaign of its own (an A/B arm): its own state and run folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -1105,7 +1115,8 @@ def main() -> None:
         for student in students:
             if args.hours > 0:
                 stint(student, args.preset, args.hours / len(students), args.chunk_minutes,
-                      args.nice, args.threads, args.line, settings, args.until_images)
+                      args.nice, args.threads, args.line, settings, args.until_images,
+                      args.compile)
             if args.ship:
                 ship_if_better(student, args.preset, args.line)
     states = {p.name: json.loads((p / "state.json").read_text())

@@ -201,6 +201,35 @@ def test_resume_without_optimizer_moments_ramps_the_lr_again(tmp_path):
         [scheduled(s) for s in range(4, 8)], abs=1e-6)
 
 
+@pytest.mark.slow   # compiling takes about a minute on a CPU
+def test_a_compiled_run_resumes_an_eager_one_and_keeps_its_checkpoint_keys(tmp_path, caplog):
+    """train.compile=true: the trained modules are torch.compile'd in place, so a run started
+    eager resumes compiled (a run key: no config change reported), its checkpoints keep their
+    keys, and its losses follow the eager run's to float rounding."""
+    extra = ["optim.max_steps=4", "train.checkpoint_every=100", "model.overrides.depth=1",
+             "data.synthetic_size=16"]
+    eager = train(tiny_config(tmp_path / "eager", *extra))
+    train(tiny_config(tmp_path / "mixed", *extra, "train.stop_after=2"))
+    resumed = train(tiny_config(tmp_path / "mixed", *extra, "train.compile=true"))
+    assert (resumed.start_step, resumed.final_step) == (2, 4)
+    assert "changed config" not in caplog.text
+    assert resumed.losses == pytest.approx(eager.losses[2:], rel=1e-3)
+    a, b = rank_state(tmp_path / "eager"), rank_state(tmp_path / "mixed")
+    assert {n: sorted(sd) for n, sd in a["modules"].items()} == \
+        {n: sorted(sd) for n, sd in b["modules"].items()}
+    assert sorted(weights(tmp_path / "eager" / "model.pt")) == \
+        sorted(weights(tmp_path / "mixed" / "model.pt"))
+
+
+def test_compiling_leaves_frozen_modules_eager():
+    from lafs_edge.train.engine.distributed import compile_trained
+
+    trained, frozen = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2).requires_grad_(False)
+    compile_trained({"student": trained, "average": frozen})
+    assert trained._compiled_call_impl is not None and frozen._compiled_call_impl is None
+    assert list(trained.state_dict()) == ["weight", "bias"]
+
+
 def test_resuming_with_another_config_says_what_changed():
     from lafs_edge.train.engine import config_changes
 

@@ -95,6 +95,15 @@ def use_channels_last(module: nn.Module) -> None:
             m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks memory_format
 
 
+def compile_trained(modules: dict[str, nn.Module]) -> None:
+    """`torch.compile` each module that has trainable parameters, in place (`Module.compile`:
+    its state dict keeps its keys, so checkpoints and exports are unchanged). Frozen modules
+    (an EMA average, a teacher) are left eager: they run outside the training step."""
+    for module in modules.values():
+        if any(p.requires_grad for p in module.parameters()):
+            module.compile()
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None

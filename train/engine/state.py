@@ -23,7 +23,8 @@ STATE_FORMAT = "lafs-edge-train-state/1"
 
 # Keys that only steer the run itself; changing them on resume is the normal thing to do.
 _RUN_KEYS = {"train.resume", "train.stop_after", "train.progress", "train.log_every",
-             "train.checkpoint_every", "train.keep_checkpoints", "data.num_workers"}
+             "train.checkpoint_every", "train.keep_checkpoints", "train.compile",
+             "data.num_workers"}
 
 
 # --- RNG ----------------------------------------------------------------------------------------

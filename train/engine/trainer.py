@@ -30,7 +30,8 @@ from lafs_edge.models.registry import atomic_torch_save
 from lafs_edge.train.config import save_config
 from lafs_edge.train.engine.batching import (GlobalBatchSampler, SeededDataset, ShardStream,
                                              build_loader, next_batch)
-from lafs_edge.train.engine.distributed import DistInfo, autocast_dtype, barrier, distributed
+from lafs_edge.train.engine.distributed import (DistInfo, autocast_dtype, barrier,
+                                                compile_trained, distributed)
 from lafs_edge.train.engine.optim import build_optimizer, cosine_schedule
 from lafs_edge.train.engine.progress import MetricsLog, Throughput, progress_bar
 from lafs_edge.train.engine.state import (config_changes, find_resume_state, latest_checkpoint,
@@ -97,6 +98,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         seed_everything(seed)  # identical initial weights on every rank
         self.task.setup(info)
+        if cfg["train"]["compile"]:
+            compile_trained(self.task.state_modules())
         seed_everything(seed + 1000 * info.rank)  # independent dropout / sampling per rank
         self.optimizer = build_optimizer(self.task.param_groups(), optim, info.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)

@@ -92,3 +92,4 @@ class Train:
     stop_after: Count
     log_every: AtLeastOne
     progress: bool
+    compile: bool
