@@ -248,6 +248,12 @@ def run_device(artifact: Path, out: Path) -> dict:
             "cast": list(CAST), "verdicts": verdicts}
 
 
+def wrong_verdicts(verdicts: list[tuple]) -> list[tuple]:
+    """`run_device`'s verdicts (photo, truth, name, score) where the demo named someone else:
+    an enrolled person missed or called by another name, or a stranger named."""
+    return [v for v in verdicts if v[1] != v[2]]
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,8 +327,10 @@ def run_all(args: argparse.Namespace, produced: Produced) -> None:
     named = sum(truth == name for _, truth, name, _ in known)
     strangers = [v for v in verdicts if v[1] == "unknown"]
     rejected = sum(name == "unknown" for _, _, name, _ in strangers)
-    for photo, truth, name, score in verdicts:
-        mark = "ok" if truth == name else "WRONG"
+    wrong = wrong_verdicts(verdicts)
+    for verdict in verdicts:
+        photo, truth, name, score = verdict
+        mark = "WRONG" if verdict in wrong else "ok"
         print(f"  {photo}: {name} ({score:.2f}), truly {truth}: {mark}")
     produced.add("gallery", device["gallery"], f"{', '.join(device['cast'])} enrolled, one photo each")
     produced.add("event log", device["events"],
