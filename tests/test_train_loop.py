@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import random
 import subprocess
@@ -304,11 +305,15 @@ def test_a_corrupt_image_in_a_worker_is_a_one_line_error(tmp_path, capsys):
             image = np.full((112, 112, 3), 40 * shot + (100 if person == "a" else 0), np.uint8)
             cv2.imwrite(str(tmp_path / "faces" / person / f"{shot}.png"), image)
     (tmp_path / "faces" / "b" / "1.png").write_bytes(b"\x89PNG broken")
+    before = set(multiprocessing.active_children())
     code = main(["train", "supervised", *TINY, "data.format=folder",
                  f"data.root={tmp_path / 'faces'}", "data.num_workers=1", "optim.batch_size=2",
                  "optim.max_steps=4", f"output_dir={tmp_path / 'out'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
+    # the worker is gone at once: it ignores SIGTERM, so one left running (its iterator kept by
+    # the error's traceback) would hang this process's exit
+    assert set(multiprocessing.active_children()) <= before
     assert err[-1] == f"error: not a readable image: {tmp_path / 'faces' / 'b' / '1.png'}"
     assert not any("Traceback" in line for line in err)
 

@@ -175,20 +175,24 @@ class Trainer:
                 epoch, in_epoch = divmod(step, spe)
                 self.sampler.set_epoch(epoch, in_epoch)
                 batches = iter(self.loader)
-                for _ in range(in_epoch, spe):
-                    tick = time.perf_counter()
-                    loss, metrics, images = self._step(step, batches, accumulate)
-                    step += 1
-                    rate = timer.add(images * info.world, time.perf_counter() - tick)
-                    result.losses.append(loss)
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    metrics_log.log(step, {"loss": loss, "lr": lr, "images_per_s": rate, **metrics})
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
-                    if step % int(train_cfg["checkpoint_every"]) == 0:
-                        self._save(step)
-                    if step >= end or self._agreed_stop:
-                        break
+                try:
+                    for _ in range(in_epoch, spe):
+                        tick = time.perf_counter()
+                        loss, metrics, images = self._step(step, batches, accumulate)
+                        step += 1
+                        rate = timer.add(images * info.world, time.perf_counter() - tick)
+                        result.losses.append(loss)
+                        lr = self.optimizer.param_groups[0]["lr"]
+                        metrics_log.log(step, {"loss": loss, "lr": lr, "images_per_s": rate,
+                                               **metrics})
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                        if step % int(train_cfg["checkpoint_every"]) == 0:
+                            self._save(step)
+                        if step >= end or self._agreed_stop:
+                            break
+                finally:
+                    shut_down_workers(batches)
                 del batches
                 if self._agreed_stop or step >= end:
                     break
@@ -291,6 +295,16 @@ class Trainer:
     def _kept(self) -> str:
         latest = latest_checkpoint(self.ckpt_root)
         return latest.name if latest else "none written yet"
+
+
+def shut_down_workers(batches: Iterator) -> None:
+    """Stop a DataLoader iterator's workers now rather than when it is collected. An exception
+    leaving the loop keeps the iterator alive in its traceback's frames (a reference cycle that
+    may outlive the process's atexit hooks), and the workers ignore SIGTERM (batching
+    `_worker_init`), so multiprocessing's exit would wait on them for ever."""
+    shutdown = getattr(batches, "_shutdown_workers", None)   # multiprocessing iterators only
+    if shutdown is not None:
+        shutdown()
 
 
 @contextlib.contextmanager
