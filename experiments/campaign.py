@@ -643,7 +643,7 @@ def write_report(states: dict[str, dict], teacher: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, state in states.items():
-        curve = state["curve"]
+        curve = own_part(state)[0]
         x = [p["images_seen"] / 1e6 for p in curve]
         y = [p["celeba"]["tar"] for p in curve]
         err = [p["celeba"]["std"] for p in curve]
@@ -661,6 +661,17 @@ def write_report(states: dict[str, dict], teacher: dict) -> None:
     write_json(RESULTS / "campaign.json", {"students": states, "teacher": teacher})
     (RESULTS / "campaign.md").write_text(fragment(states, teacher))
     subprocess.run([sys.executable, str(Path(__file__).parent / "report.py")], check=True)
+
+
+def own_part(state: dict) -> tuple[list[dict], list[dict]]:
+    """(curve points, stints) a line has of its own: a branch (`--branch`) carries its parent's
+    past in its state, and the report shows that past once, under the parent; the branch's own
+    curve starts at the point it branched from."""
+    parent = state.get("parent")
+    if not parent:
+        return state["curve"], state.get("stints", [])
+    return ([p for p in state["curve"] if p["step"] >= parent["step"]],
+            [s for s in state.get("stints", []) if s["start_step"] >= parent["step"]])
 
 
 def fmt(fig: dict) -> str:
@@ -685,7 +696,7 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
                      + " | ".join(f"{fig['stress'][c]['tar']:.3f}" for c in conditions)
                      + f" | {fig['stress_mean']:.3f} |")
     for name, state in states.items():
-        for p in state["curve"]:
+        for p in own_part(state)[0]:
             stress = p.get("stress") or {}
             lines.append(f"| {name} | {p['images_seen']:,} | {fmt(p['celeba'])} | "
                          + " | ".join(f"{stress[c]['tar']:.3f}" if c in stress else "-"
@@ -701,7 +712,7 @@ def fragment(states: dict[str, dict], teacher: dict) -> str:
         lines.append(f"- {name}: `{json.dumps(state['recipe'], separators=(', ', ': '))}`")
     lines += ["", "Stints:", ""]
     for name, state in states.items():
-        for s in state["stints"]:
+        for s in own_part(state)[1]:
             gain = s.get("gain")
             paired = (f"; CelebA gain over the stint {gain['celeba']['diff']:+.3f} ± "
                       f"{gain['celeba']['std']:.3f}, stress mean {gain['stress_mean']['diff']:+.3f}"
@@ -726,7 +737,7 @@ def targets_table(states: dict[str, dict], teacher: dict) -> list[str]:
              "| line | images seen | CelebA TAR@1e-3 | stress / teacher, mean (worst) | "
              "last stint | gain over it | no gain? |", "|---|---|---|---|---|---|---|"]
     for name, state in states.items():
-        stints = state.get("stints", [])
+        stints = own_part(state)[1]
         if not any(stint_minutes(s) >= 60 for s in stints):
             continue
         last, point = stints[-1], state["curve"][-1]

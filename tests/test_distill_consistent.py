@@ -506,6 +506,12 @@ def test_campaign_branch_continues_a_line_with_changed_settings(tmp_path, monkey
     assert (tmp_path / "mobilefacenet-noillum" / "checkpoint.pt").read_bytes() == b"weights"
     assert campaign.read_state("mobilefacenet", "cpu", "main")["recipe"] == parent["recipe"]
     assert campaign.read_state("mobilefacenet", "cpu", "noillum") == state   # resumes as a line
+    # the report shows the parent's past once: the branch's own curve starts where it branched
+    state["curve"] = [{"step": 0}, {"step": 900}, {"step": 1200}]
+    state["stints"] += [{"start_step": 900, "end_step": 1200}]
+    assert campaign.own_part(state) == ([{"step": 900}, {"step": 1200}],
+                                        [{"start_step": 900, "end_step": 1200}])
+    assert campaign.own_part(parent)[1] == parent["stints"]
     with pytest.raises(SystemExit, match="exists"):
         campaign.branch_line("mobilefacenet", "cpu", "main", "noillum", change)
     with pytest.raises(SystemExit, match=r"cannot change \['batch'\]"):
