@@ -19,7 +19,9 @@ What a stint does:
    `--chunk-minutes` with `lafs-edge train distill` (targets=loader: the teacher's FP16-INT8 IR
    embeds every degraded view in the data loader's worker), `nice`d; a slice ends with SIGTERM
    (the trainer checkpoints, then exits). One cosine schedule spans the whole campaign
-   (`total_images`); every chunk resumes it.
+   (`total_images`); every chunk resumes it. `--compile` trains with `train.compile=true`
+   (mobilefacenet's step 1.46x faster on one thread of this CPU; a cold compile of ~80 s, then
+   inductor's cache; not for the landmark student, 0.92x: docs/benchmarks.md).
 3. After every chunk: evaluate (experiments/wild_eval.py: CelebA eval identities, all pairs,
    bootstrap spread; the illumination stress set), add the point to the curve, commit-ready state.
    The stint's gain is measured against its start model, paired (`paired_gain`): the same
