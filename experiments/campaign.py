@@ -1015,9 +1015,10 @@ def ship_line(student: str, preset: str, line: str | None) -> bool:
 
 def photo_mistakes(student: str) -> list[tuple]:
     """The quickstart's device part with the shipped `student`'s artifact (the one `enroll`,
-    `identify` and `demo` export and use): the faces of the group photos it names wrongly. `make quickstart` reports them without failing; the
-    package's own photo tests (tests/test_python_api.py, tests/test_quickstart.py) fail on any,
-    so a student that makes one does not ship."""
+    `identify` and `demo` export and use): the faces of the group photos it names wrongly.
+    `make quickstart` reports them without failing; the package's own photo tests
+    (tests/test_python_api.py, tests/test_quickstart.py) fail on any, so a student that makes
+    one does not ship."""
     import tempfile
 
     from lafs_edge.apps.quickstart import run_device, wrong_verdicts
